@@ -1,0 +1,94 @@
+"""Scoring a sub-network: validation loss with inherited weights, translations and BLEU."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import sacrebleu
+import torch
+from torch import nn
+
+from automoe.arch import ArchConfig
+from automoe.data import Batch, Example, TokenBatcher, Tokenizer
+from automoe.objectives import label_smoothed_loss
+from automoe.supernet.decode import DecodeSettings, translate_ids
+from automoe.supernet.model import Transformer
+
+
+@dataclass(frozen=True)
+class LossReport:
+    """Per-token label-smoothed loss (the search fitness, as in the paper) and plain NLL."""
+
+    loss: float
+    nll: float
+    tokens: int
+
+
+@contextmanager
+def eval_mode(model: nn.Module):
+    """Evaluate without dropout, then give the model back in the mode it came in."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            yield model
+    finally:
+        model.train(was_training)
+
+
+def validation_loss(
+    model: Transformer,
+    batches: Sequence[Batch],
+    arch: ArchConfig | None = None,
+    smoothing: float = 0.1,
+) -> LossReport:
+    """Loss of `arch` (default: the model's own shape) over fixed, pre-built batches."""
+    device = model.embed.weight.device
+    loss = nll = 0.0
+    tokens = 0
+    with eval_mode(model):
+        for batch in batches:
+            batch = batch.to(device)
+            out = model(
+                batch.src_tokens,
+                batch.src_padding_mask,
+                batch.prev_output_tokens,
+                arch,
+                batch.task_ids,
+            )
+            part = label_smoothed_loss(out.logits, batch.target, model.config.pad_id, smoothing)
+            loss += float(part.loss)
+            nll += float(part.nll)
+            tokens += part.tokens
+    return LossReport(loss / max(tokens, 1), nll / max(tokens, 1), tokens)
+
+
+def translate_examples(
+    model: Transformer,
+    tokenizer: Tokenizer,
+    examples: Sequence[Example],
+    arch: ArchConfig | None = None,
+    settings: DecodeSettings | None = None,
+    max_tokens: int = 4096,
+) -> list[str]:
+    """Detokenised translations of the examples' sources, in the examples' order."""
+    device = model.embed.weight.device
+    settings = settings or DecodeSettings()
+    out = [""] * len(examples)
+    batcher = TokenBatcher(examples, max_tokens, shuffle=False)
+    with eval_mode(model):
+        for batch in batcher.batches():
+            batch = batch.to(device)
+            ids = translate_ids(
+                model, batch.src_tokens, batch.src_padding_mask, arch, settings, batch.task_ids
+            )
+            for row, seq in zip(batch.indices.tolist(), ids, strict=True):
+                out[row] = tokenizer.decode(seq)
+    return out
+
+
+def corpus_bleu(hypotheses: Sequence[str], references: Sequence[str]) -> float:
+    """sacrebleu's default 13a-tokenised corpus BLEU on detokenised text."""
+    return float(sacrebleu.corpus_bleu(list(hypotheses), [list(references)]).score)

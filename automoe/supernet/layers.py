@@ -1,0 +1,201 @@
+"""Elastic Transformer building blocks: every weight is used through a top-left slice.
+
+A block is built with its largest shape and run with the active sizes of one sub-network, so
+the same code serves the SuperNet (sliced views of shared weights) and an extracted model
+(whose weights already have the active shape, making each slice a no-op).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from automoe.supernet.moe import MoEFeedForward, RoutingContext, RoutingStats
+
+KVCache = dict[str, Tensor]
+
+
+def sinusoid_table(num_positions: int, dim: int) -> Tensor:
+    """fairseq's layout [sin half | cos half], built once at the widest dim and sliced."""
+    half = dim // 2
+    freq = torch.exp(torch.arange(half, dtype=torch.float32) * -(math.log(10000.0) / (half - 1)))
+    angles = torch.arange(num_positions, dtype=torch.float32)[:, None] * freq[None, :]
+    table = torch.cat([torch.sin(angles), torch.cos(angles)], dim=1)
+    if dim % 2:
+        table = torch.cat([table, torch.zeros(num_positions, 1)], dim=1)
+    return table
+
+
+class ElasticLayerNorm(nn.LayerNorm):
+    def forward(self, x: Tensor) -> Tensor:  # type: ignore[override]
+        d = x.shape[-1]
+        return F.layer_norm(x, (d,), self.weight[:d], self.bias[:d], self.eps)
+
+
+class ElasticAttention(nn.Module):
+    """Multi-head attention with a fixed Q/K/V width; the head count re-partitions it."""
+
+    def __init__(self, query_dim: int, key_dim: int, qkv_dim: int, dropout: float) -> None:
+        super().__init__()
+        self.q_proj = nn.Linear(query_dim, qkv_dim)
+        self.k_proj = nn.Linear(key_dim, qkv_dim)
+        self.v_proj = nn.Linear(key_dim, qkv_dim)
+        self.out_proj = nn.Linear(qkv_dim, query_dim)
+        self.dropout = dropout
+        for proj in (self.q_proj, self.k_proj, self.v_proj, self.out_proj):
+            nn.init.xavier_uniform_(proj.weight)
+            nn.init.zeros_(proj.bias)
+
+    def _project(self, proj: nn.Linear, x: Tensor, heads: int) -> Tensor:
+        b, t, d = x.shape
+        y = F.linear(x, proj.weight[:, :d], proj.bias)
+        return y.view(b, t, heads, -1).transpose(1, 2)
+
+    def forward(
+        self,
+        query: Tensor,
+        memory: Tensor | None,
+        heads: int,
+        mask: Tensor | None = None,
+        causal: bool = False,
+        cache: KVCache | None = None,
+    ) -> Tensor:
+        """Self-attention when `memory` is None; `cache` holds keys/values for decoding.
+
+        `mask` is boolean, broadcastable to [B, heads, T, S], True where attention is allowed.
+        """
+        b, t, d = query.shape
+        q = self._project(self.q_proj, query, heads)
+        if memory is None:
+            k = self._project(self.k_proj, query, heads)
+            v = self._project(self.v_proj, query, heads)
+            if cache is not None:
+                if "k" in cache:
+                    k = torch.cat([cache["k"], k], dim=2)
+                    v = torch.cat([cache["v"], v], dim=2)
+                cache["k"], cache["v"] = k, v
+        elif cache is not None and "k" in cache:
+            k, v = cache["k"], cache["v"]
+        else:
+            k = self._project(self.k_proj, memory, heads)
+            v = self._project(self.v_proj, memory, heads)
+            if cache is not None:
+                cache["k"], cache["v"] = k, v
+        p = self.dropout if self.training else 0.0
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p, is_causal=causal)
+        out = out.transpose(1, 2).reshape(b, t, -1)
+        return F.linear(out, self.out_proj.weight[:d, :], self.out_proj.bias[:d])
+
+
+class EncoderLayer(nn.Module):
+    """Pre-LN self-attention + MoE FFN block."""
+
+    def __init__(
+        self,
+        embed_dim: int,
+        qkv_dim: int,
+        expert_dims: tuple[int, ...],
+        router: str,
+        attention_dropout: float,
+        activation_dropout: float,
+        capacity_factor: float | None,
+    ) -> None:
+        super().__init__()
+        self.attn_norm = ElasticLayerNorm(embed_dim)
+        self.attn = ElasticAttention(embed_dim, embed_dim, qkv_dim, attention_dropout)
+        self.ffn_norm = ElasticLayerNorm(embed_dim)
+        self.ffn = MoEFeedForward(
+            embed_dim, expert_dims, router, activation_dropout, capacity_factor
+        )
+
+    def forward(
+        self,
+        x: Tensor,
+        mask: Tensor,
+        keep: Tensor | None,
+        heads: int,
+        widths: tuple[int, ...],
+        top_k: int,
+        context: RoutingContext,
+        dropout: float,
+    ) -> tuple[Tensor, RoutingStats | None]:
+        h = self.attn(self.attn_norm(x), None, heads, mask=mask)
+        x = x + F.dropout(h, dropout, self.training)
+        y, stats = apply_ffn(self.ffn, self.ffn_norm(x), keep, widths, top_k, context)
+        return x + F.dropout(y, dropout, self.training), stats
+
+
+class DecoderLayer(nn.Module):
+    """Pre-LN causal self-attention, encoder-decoder attention and MoE FFN block."""
+
+    def __init__(
+        self,
+        embed_dim: int,
+        encoder_dim: int,
+        qkv_dim: int,
+        expert_dims: tuple[int, ...],
+        router: str,
+        attention_dropout: float,
+        activation_dropout: float,
+        capacity_factor: float | None,
+    ) -> None:
+        super().__init__()
+        self.self_norm = ElasticLayerNorm(embed_dim)
+        self.self_attn = ElasticAttention(embed_dim, embed_dim, qkv_dim, attention_dropout)
+        self.cross_norm = ElasticLayerNorm(embed_dim)
+        self.cross_attn = ElasticAttention(embed_dim, encoder_dim, qkv_dim, attention_dropout)
+        self.ffn_norm = ElasticLayerNorm(embed_dim)
+        self.ffn = MoEFeedForward(
+            embed_dim, expert_dims, router, activation_dropout, capacity_factor
+        )
+
+    def forward(
+        self,
+        x: Tensor,
+        memory: Tensor,
+        memory_mask: Tensor,
+        keep: Tensor | None,
+        self_heads: int,
+        cross_heads: int,
+        widths: tuple[int, ...],
+        top_k: int,
+        context: RoutingContext,
+        dropout: float,
+        cache: dict[str, KVCache] | None = None,
+    ) -> tuple[Tensor, RoutingStats | None]:
+        causal = cache is None and x.shape[1] > 1
+        self_cache = None if cache is None else cache.setdefault("self", {})
+        cross_cache = None if cache is None else cache.setdefault("cross", {})
+        h = self.self_attn(self.self_norm(x), None, self_heads, causal=causal, cache=self_cache)
+        x = x + F.dropout(h, dropout, self.training)
+        h = self.cross_attn(
+            self.cross_norm(x), memory, cross_heads, mask=memory_mask, cache=cross_cache
+        )
+        x = x + F.dropout(h, dropout, self.training)
+        y, stats = apply_ffn(self.ffn, self.ffn_norm(x), keep, widths, top_k, context)
+        return x + F.dropout(y, dropout, self.training), stats
+
+
+def apply_ffn(
+    ffn: MoEFeedForward,
+    x: Tensor,
+    keep: Tensor | None,
+    widths: tuple[int, ...],
+    top_k: int,
+    context: RoutingContext,
+) -> tuple[Tensor, RoutingStats | None]:
+    """Route only real tokens: padding must not sway the router or the balance loss.
+
+    `keep` holds the flat indices of non-padding tokens of x viewed as [B*T, d] (None = all).
+    """
+    b, t, d = x.shape
+    flat = x.reshape(b * t, d)
+    if keep is None or len(widths) == 1:
+        y, stats = ffn(flat, widths, top_k, context)
+        return y.view(b, t, d), stats
+    y_kept, stats = ffn(flat.index_select(0, keep), widths, top_k, context)
+    y = flat.new_zeros(b * t, d).index_copy_(0, keep, y_kept)
+    return y.view(b, t, d), stats

@@ -1,0 +1,154 @@
+"""`python -m automoe.train`: train a weight-sharing SuperNet on a translation corpus.
+
+The run folder keeps everything needed to continue or reuse the run: `run.json` (every
+setting), `tokenizer.model`, `checkpoint.pt` (model, optimiser, data position, RNG) and
+`metrics.jsonl`/`metrics.csv`. `--resume` continues a killed run exactly where its last
+checkpoint left off.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from automoe.data import Tokenizer
+from automoe.errors import AutomoeError, run_cli
+from automoe.experiment import TOKENIZER_FILE, DataSettings, RunData
+from automoe.runs import RUN_FILE, SUPERNET_FILE, pick_device, read_run_file, save_with_tokenizer
+from automoe.space import SearchSpace
+from automoe.supernet.supernet import SuperNet
+from automoe.trainer import SuperNetTrainer, TrainSettings
+
+MODEL_KEYS = ("dropout", "attention_dropout", "activation_dropout", "capacity_factor", "router")
+RESUMABLE = {"max_steps", "device", "threads", "no_progress", "resume", "run", "data_dir"}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m automoe.train",
+        description="Train an AutoMoE SuperNet (one sampled sub-network per update).",
+        argument_default=argparse.SUPPRESS,
+    )
+    p.add_argument("--run", required=True, help="run folder (created if missing)")
+    p.add_argument("--resume", action="store_true", help="continue the run folder's training")
+    p.add_argument("--space", help="search space: preset name (multi30k, wmt) or YAML file")
+    p.add_argument("--data-dir", help="folder holding multi30k/ (else $AUTOMOE_DATA_DIR, cache)")
+    p.add_argument("--pairs", help="comma-separated pairs, e.g. en-de or en-de,en-fr,en-cs")
+    p.add_argument("--vocab-size", type=int)
+    p.add_argument("--max-len", type=int, help="longest sentence in tokens (longer: cut)")
+    p.add_argument("--max-tokens", type=int, help="token budget of one batch")
+    p.add_argument("--train-limit", type=int, help="use only the first N training pairs")
+    p.add_argument("--valid-size", type=int, help="validation sentences per pair")
+    p.add_argument("--max-steps", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--warmup-steps", type=int)
+    p.add_argument("--clip-norm", type=float)
+    p.add_argument("--label-smoothing", type=float)
+    p.add_argument("--balance-coef", type=float, help="weight of the load-balancing loss")
+    p.add_argument("--update-freq", type=int, help="batches accumulated per update")
+    p.add_argument("--sampling", choices=["uniform", "sandwich"])
+    p.add_argument("--seed", type=int)
+    p.add_argument("--checkpoint-every", type=int)
+    p.add_argument("--validate-every", type=int)
+    p.add_argument("--log-every", type=int)
+    p.add_argument("--dropout", type=float)
+    p.add_argument("--attention-dropout", type=float)
+    p.add_argument("--activation-dropout", type=float)
+    p.add_argument("--capacity-factor", type=float, help="drop tokens over capacity (off)")
+    p.add_argument("--router", choices=["token"])
+    p.add_argument("--device", help="auto (default), cpu or cuda")
+    p.add_argument("--threads", type=int, help="torch CPU threads")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return p
+
+
+def _settings_from_args(args: dict[str, Any]) -> dict[str, Any]:
+    data = DataSettings(
+        **{
+            f.name: args[f.name]
+            for f in fields(DataSettings)
+            if f.name in args and f.name not in ("pairs",)
+        },
+        **({"pairs": tuple(args["pairs"].split(","))} if "pairs" in args else {}),
+    )
+    train = TrainSettings(**{f.name: args[f.name] for f in fields(TrainSettings) if f.name in args})
+    data.seed = train.seed
+    model = {k: args[k] for k in MODEL_KEYS if k in args}
+    return {
+        "space": SearchSpace.load(args.get("space", "multi30k")).to_dict(),
+        "data": data.to_dict(),
+        "train": train.to_dict(),
+        "model": model,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = vars(build_parser().parse_args(argv))
+    run = Path(args["run"])
+    if args.get("threads"):
+        torch.set_num_threads(args["threads"])
+    if args.get("resume"):
+        fixed = sorted(k for k in args if k not in RESUMABLE)
+        if fixed:
+            flags = ", ".join("--" + k.replace("_", "-") for k in fixed)
+            raise AutomoeError(
+                f"{flags}: fixed by {run / RUN_FILE} when resuming; start a new --run to change"
+            )
+        settings = read_run_file(run)
+        if "max_steps" in args:
+            settings["train"]["max_steps"] = args["max_steps"]
+    else:
+        if (run / "checkpoint.pt").exists():
+            raise AutomoeError(
+                f"{run} already holds a training run; add --resume to continue it "
+                "or choose another --run folder"
+            )
+        settings = _settings_from_args(args)
+    run.mkdir(parents=True, exist_ok=True)
+    (run / RUN_FILE).write_text(json.dumps(settings, indent=2) + "\n")
+
+    data_settings = DataSettings(**settings["data"])
+    train_settings = TrainSettings(
+        **{**settings["train"], "betas": tuple(settings["train"]["betas"])}
+    )
+    tokenizer_path = run / TOKENIZER_FILE
+    data = RunData(
+        data_settings,
+        args.get("data_dir"),
+        tokenizer=Tokenizer.load(tokenizer_path) if tokenizer_path.exists() else None,
+    )
+    data.tokenizer.save(run)
+    space = SearchSpace.from_dict(settings["space"], source=str(run / RUN_FILE))
+    torch.manual_seed(train_settings.seed)
+    max_positions = max(256, data_settings.max_len + 2)
+    net = SuperNet.build(
+        space, data.tokenizer.vocab_size, max_positions=max_positions, **settings["model"]
+    )
+    batcher = data.train_batcher()
+    trainer = SuperNetTrainer(
+        net,
+        lambda epoch: list(batcher.batches(epoch)),
+        data.valid_batches(),
+        train_settings,
+        run,
+        pick_device(args.get("device", "auto")),
+    )
+    if args.get("resume"):
+        trainer.load_checkpoint()
+        if trainer.step >= train_settings.max_steps:
+            print(f"{run}: already trained for {trainer.step} steps; raise --max-steps to go on")
+            return 0
+    last = trainer.train(progress=not args.get("no_progress", False))
+    save_with_tokenizer(trainer.net, data.tokenizer, run / SUPERNET_FILE)
+    summary = {k: v for k, v in last.items() if k.startswith("valid") or k in ("step", "loss")}
+    print(json.dumps(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(run_cli(main))

@@ -1,0 +1,315 @@
+"""SuperNet training: one sampled sub-network per update, checkpointed so a kill loses nothing.
+
+Every random choice is either derived from (seed, step) — the sub-network, the batch order of
+an epoch — or drawn from torch's generator, whose state the checkpoint saves. A run resumed
+from a checkpoint therefore continues exactly as if it had never stopped.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from automoe.arch_sampling import step_archs
+from automoe.data import Batch
+from automoe.errors import AutomoeError
+from automoe.evaluation import validation_loss
+from automoe.objectives import label_smoothed_loss
+from automoe.schedule import warmup_cosine
+from automoe.supernet.model import load_checkpoint_file
+from automoe.supernet.supernet import SuperNet
+
+TRAINER_FORMAT = "automoe-trainer/1"
+
+
+@dataclass
+class TrainSettings:
+    """Optimisation settings; defaults follow the paper except the step count."""
+
+    max_steps: int = 3000
+    lr: float = 1e-3
+    warmup_steps: int = 400
+    init_lr: float = 1e-7
+    min_lr: float = 1e-7
+    betas: tuple[float, float] = (0.9, 0.98)
+    weight_decay: float = 0.0
+    clip_norm: float = 1.0
+    label_smoothing: float = 0.1
+    balance_coef: float = 0.01
+    update_freq: int = 1
+    sampling: str = "uniform"
+    seed: int = 1
+    checkpoint_every: int = 200
+    validate_every: int = 500
+    log_every: int = 10
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+METRIC_FIELDS = [
+    "step",
+    "epoch",
+    "lr",
+    "loss",
+    "nll",
+    "balance",
+    "tokens",
+    "tokens_per_s",
+    "elapsed_s",
+    "arch",
+    "valid_largest_loss",
+    "valid_smallest_loss",
+]
+
+
+class SuperNetTrainer:
+    """Owns the optimiser, the data position and the run folder of one SuperNet training."""
+
+    def __init__(
+        self,
+        supernet: SuperNet,
+        epoch_batches: Callable[[int], Sequence[Batch]],
+        valid_batches: Sequence[Batch],
+        settings: TrainSettings,
+        run_dir: str | Path,
+        device: torch.device | str = "cpu",
+    ) -> None:
+        self.net = supernet.to(device)
+        self.device = torch.device(device)
+        self.epoch_batches = epoch_batches
+        self.valid_batches = valid_batches
+        self.settings = settings
+        self.run_dir = Path(run_dir)
+        self.optimizer = torch.optim.Adam(
+            self.net.parameters(),
+            lr=settings.lr,
+            betas=settings.betas,
+            weight_decay=settings.weight_decay,
+        )
+        self.step = 0
+        self.epoch = 0
+        self.batch_index = 0
+        self.elapsed = 0.0
+        self._batches: Sequence[Batch] | None = None
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.run_dir / "checkpoint.pt"
+
+    def _lr(self, step: int) -> float:
+        s = self.settings
+        return warmup_cosine(
+            step,
+            lr=s.lr,
+            warmup=s.warmup_steps,
+            total=s.max_steps,
+            init_lr=s.init_lr,
+            min_lr=s.min_lr,
+        )
+
+    def _next_batch(self) -> Batch:
+        if self._batches is None:
+            self._batches = self.epoch_batches(self.epoch)
+            if not self._batches:
+                raise AutomoeError("the training data produced no batches; check the corpus")
+        if self.batch_index >= len(self._batches):
+            self.epoch += 1
+            self.batch_index = 0
+            self._batches = self.epoch_batches(self.epoch)
+        batch = self._batches[self.batch_index]
+        self.batch_index += 1
+        return batch.to(self.device)
+
+    def train_step(self) -> dict[str, Any]:
+        """One update: every micro-batch of it trains the step's sub-network(s)."""
+        s = self.settings
+        archs = step_archs(self.net.space, s.seed, self.step, s.sampling)
+        lr = self._lr(self.step)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        self.net.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        batches = [self._next_batch() for _ in range(s.update_freq)]
+        tokens = sum(b.num_tokens for b in batches)
+        loss_sum = nll_sum = balance_sum = 0.0
+        for arch in archs:
+            for batch in batches:
+                out = self.net(
+                    batch.src_tokens,
+                    batch.src_padding_mask,
+                    batch.prev_output_tokens,
+                    arch,
+                    batch.task_ids,
+                )
+                part = label_smoothed_loss(
+                    out.logits, batch.target, self.net.config.pad_id, s.label_smoothing
+                )
+                share = part.tokens / tokens
+                objective = part.loss / tokens + s.balance_coef * out.balance_loss * share
+                (objective / len(archs)).backward()
+                loss_sum += float(part.loss.detach())
+                nll_sum += float(part.nll.detach())
+                balance_sum += float(out.balance_loss.detach()) * share
+        if s.clip_norm > 0:
+            torch.nn.utils.clip_grad_norm_(self.net.parameters(), s.clip_norm)
+        self.optimizer.step()
+        self.step += 1
+        n = len(archs)
+        return {
+            "step": self.step,
+            "epoch": self.epoch,
+            "lr": lr,
+            "loss": loss_sum / tokens / n,
+            "nll": nll_sum / tokens / n,
+            "balance": balance_sum / n,
+            "tokens": tokens * n,
+            "arch": archs[-1].key(),
+        }
+
+    def validate(self) -> dict[str, float]:
+        space = self.net.space
+        largest = validation_loss(self.net, self.valid_batches, space.largest())
+        smallest = validation_loss(self.net, self.valid_batches, space.smallest())
+        return {"valid_largest_loss": largest.loss, "valid_smallest_loss": smallest.loss}
+
+    def train(self, progress: bool = True) -> dict[str, Any]:
+        """Run to `max_steps`, logging, validating and checkpointing on the way."""
+        s = self.settings
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        log = MetricsLog(self.run_dir)
+        log.truncate(self.step)
+        last: dict[str, Any] = {}
+        bar = tqdm(
+            total=s.max_steps,
+            initial=self.step,
+            disable=not progress,
+            unit="step",
+            dynamic_ncols=True,
+        )
+        window_tokens, window_start = 0, time.perf_counter()
+        try:
+            while self.step < s.max_steps:
+                started = time.perf_counter()
+                row = self.train_step()
+                self.elapsed += time.perf_counter() - started
+                window_tokens += row["tokens"]
+                if not math.isfinite(row["loss"]):
+                    raise AutomoeError(
+                        f"training diverged at step {self.step} (loss {row['loss']}); "
+                        "lower --lr or raise --warmup-steps and resume from the last checkpoint"
+                    )
+                if self.step % s.validate_every == 0 or self.step == s.max_steps:
+                    row.update(self.validate())
+                if self.step % s.log_every == 0 or "valid_largest_loss" in row:
+                    now = time.perf_counter()
+                    row["tokens_per_s"] = window_tokens / max(now - window_start, 1e-9)
+                    row["elapsed_s"] = self.elapsed
+                    window_tokens, window_start = 0, now
+                    log.write(row)
+                    bar.set_postfix(
+                        loss=f"{row['loss']:.3f}", tok_s=f"{row['tokens_per_s']:.0f}", refresh=False
+                    )
+                if self.step % s.checkpoint_every == 0 or self.step == s.max_steps:
+                    self.save_checkpoint()
+                bar.update(1)
+                last = row
+        finally:
+            bar.close()
+        return last
+
+    def state_dict(self) -> dict[str, Any]:
+        state: dict[str, Any] = {
+            "format": TRAINER_FORMAT,
+            "model": self.net.checkpoint(),
+            "optimizer": self.optimizer.state_dict(),
+            "settings": self.settings.to_dict(),
+            "step": self.step,
+            "epoch": self.epoch,
+            "batch_index": self.batch_index,
+            "elapsed": self.elapsed,
+            "torch_rng": torch.get_rng_state(),
+        }
+        if torch.cuda.is_available():
+            state["cuda_rng"] = torch.cuda.get_rng_state_all()
+        return state
+
+    def save_checkpoint(self) -> Path:
+        path = self.checkpoint_path
+        tmp = path.with_name(path.name + ".tmp")
+        torch.save(self.state_dict(), tmp)
+        tmp.replace(path)
+        return path
+
+    def load_checkpoint(self, path: str | Path | None = None) -> None:
+        """Restore model, optimiser, data position and RNG from a trainer checkpoint."""
+        path = Path(path) if path else self.checkpoint_path
+        state = load_checkpoint_file(path)
+        if not isinstance(state, dict) or state.get("format") != TRAINER_FORMAT:
+            raise AutomoeError(f"{path} is not an automoe training checkpoint")
+        saved = {k: v for k, v in state["settings"].items() if k != "max_steps"}
+        mine = {k: v for k, v in self.settings.to_dict().items() if k != "max_steps"}
+        changed = sorted(k for k in saved if _plain(saved[k]) != _plain(mine.get(k)))
+        if changed:
+            diffs = ", ".join(f"{k}: {saved[k]} -> {mine.get(k)}" for k in changed)
+            raise AutomoeError(
+                f"cannot resume {path}: settings differ from the checkpoint's ({diffs}); "
+                "rerun with the original settings or start a new run folder"
+            )
+        restored = SuperNet.from_checkpoint(state["model"], str(path))
+        if restored.config != self.net.config:
+            raise AutomoeError(f"cannot resume {path}: it holds a SuperNet of another shape")
+        self.net.load_state_dict(restored.state_dict())
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.step = state["step"]
+        self.epoch = state["epoch"]
+        self.batch_index = state["batch_index"]
+        self.elapsed = state["elapsed"]
+        self._batches = None
+        torch.set_rng_state(state["torch_rng"])
+        if "cuda_rng" in state and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+
+
+def _plain(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
+
+
+class MetricsLog:
+    """Appends one JSON line and one CSV row per logged step, flushed at once."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.jsonl = run_dir / "metrics.jsonl"
+        self.csv = run_dir / "metrics.csv"
+
+    def truncate(self, step: int) -> None:
+        """Drop rows logged after `step`: a resumed run logs those steps again."""
+        if self.jsonl.exists():
+            rows = [json.loads(line) for line in self.jsonl.read_text().splitlines() if line]
+            kept = [r for r in rows if r["step"] <= step]
+            self.jsonl.write_text("".join(json.dumps(r) + "\n" for r in kept))
+            self.csv.unlink(missing_ok=True)
+            for r in kept:
+                self._write_csv(r)
+
+    def write(self, row: dict[str, Any]) -> None:
+        with self.jsonl.open("a") as f:
+            f.write(json.dumps(row) + "\n")
+        self._write_csv(row)
+
+    def _write_csv(self, row: dict[str, Any]) -> None:
+        new = not self.csv.exists()
+        with self.csv.open("a", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=METRIC_FIELDS, extrasaction="ignore")
+            if new:
+                writer.writeheader()
+            writer.writerow(row)

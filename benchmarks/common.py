@@ -1,0 +1,182 @@
+"""Shared helpers for the benchmark scripts: threads, interleaved timing, machine facts, output.
+
+Every benchmark times its variants A, B, ... interleaved in one process (A B C, B C A, C A B,
+...), so slow drifts of a noisy machine hit all variants alike, and reports medians.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import os
+import platform
+import shlex
+import statistics
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results"
+if str(REPO) not in sys.path:  # run as `python benchmarks/x.py` without installing the package
+    sys.path.insert(0, str(REPO))
+
+import torch  # noqa: E402
+
+
+def base_parser(description: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (default 2)")
+    p.add_argument("--repeats", type=int, default=None, help="timed rounds per variant")
+    p.add_argument("--warmup", type=int, default=None, help="untimed rounds per variant")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--out", type=Path, default=RESULTS, help="folder for <name>.json and <name>.md"
+    )
+    p.add_argument("--no-write", action="store_true", help="print only, write no result files")
+    return p
+
+
+def set_threads(threads: int) -> None:
+    """Fix intra-op threads (and inter-op to 1) before any timing."""
+    torch.set_num_threads(threads)
+    try:
+        torch.set_num_interop_threads(1)
+    except RuntimeError:  # already set (parallel work has started): harmless for timing
+        pass
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def cpu_flags() -> list[str]:
+    """The SIMD flags that matter for fp32 matmul speed."""
+    wanted = ("avx2", "fma", "avx512f", "avx512_bf16", "amx_tile")
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                have = set(line.split(":", 1)[1].split())
+                return [f for f in wanted if f in have]
+    except OSError:
+        pass
+    return []
+
+
+def machine_info(threads: int) -> dict[str, Any]:
+    """Facts every result file records: command, versions, threads, CPU, date."""
+    command = "python " + " ".join(shlex.quote(a) for a in [_rel(sys.argv[0]), *sys.argv[1:]])
+    try:
+        load = os.getloadavg()
+    except OSError:
+        load = (float("nan"),) * 3
+    return {
+        "command": command,
+        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "threads": torch.get_num_threads(),
+        "threads_requested": threads,
+        "cpu_model": cpu_model(),
+        "cpu_flags": cpu_flags(),
+        "logical_cpus": os.cpu_count(),
+        "platform": platform.platform(),
+        "loadavg_at_start": [round(x, 2) for x in load],
+    }
+
+
+def _rel(path: str) -> str:
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return path
+
+
+def timed(fn: Callable[[], Any]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def interleaved(
+    variants: Mapping[str, Callable[[], Any]], repeats: int, warmup: int = 1
+) -> dict[str, list[float]]:
+    """Seconds per call of every variant, rounds interleaved with a rotating order."""
+    names = list(variants)
+    for _ in range(warmup):
+        for name in names:
+            variants[name]()
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for r in range(repeats):
+        k = r % len(names)
+        for name in names[k:] + names[:k]:
+            times[name].append(timed(variants[name]))
+    return times
+
+
+def summary(samples: Sequence[float]) -> dict[str, float]:
+    """Median and spread of one variant's timings, in seconds."""
+    s = sorted(samples)
+    q = statistics.quantiles(s, n=4) if len(s) >= 2 else [s[0]] * 3
+    return {
+        "median_s": statistics.median(s),
+        "min_s": s[0],
+        "max_s": s[-1],
+        "q1_s": q[0],
+        "q3_s": q[2],
+        "n": len(s),
+    }
+
+
+def matmul_rate(threads: int, sizes: Sequence[int] = (2048, 4096), repeats: int = 5) -> dict:
+    """Measured fp32 GFLOP/s of large square matmuls (median per size, best size wins)."""
+    set_threads(threads)
+    out: dict[str, Any] = {"sizes": {}}
+    for n in sizes:
+        a, b = torch.randn(n, n), torch.randn(n, n)
+        c = torch.empty(n, n)
+        torch.mm(a, b, out=c)  # warm-up
+        rates = [2 * n**3 / timed(lambda a=a, b=b, c=c: torch.mm(a, b, out=c)) / 1e9 for _ in range(repeats)]
+        out["sizes"][str(n)] = {"median_gflops": statistics.median(rates), "max_gflops": max(rates)}
+    out["gflops"] = max(v["median_gflops"] for v in out["sizes"].values())
+    return out
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    def cell(v: Any) -> str:
+        if isinstance(v, float):
+            return f"{v:.4g}"
+        return str(v)
+
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def machine_markdown(info: Mapping[str, Any]) -> str:
+    return "\n".join(
+        [
+            f"- command: `{info['command']}`",
+            f"- date (UTC): {info['date']}",
+            f"- torch {info['torch']}, Python {info['python']}, {info['threads']} thread(s)",
+            f"- CPU: {info['cpu_model']} ({info['logical_cpus']} logical CPUs; "
+            f"flags {', '.join(info['cpu_flags']) or 'n/a'})",
+            f"- load average at start: {info['loadavg_at_start']}",
+        ]
+    )
+
+
+def write_results(out_dir: Path, name: str, payload: Mapping[str, Any], markdown: str) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / f"{name}.json").write_text(json.dumps(payload, indent=2) + "\n")
+    (out_dir / f"{name}.md").write_text(markdown.rstrip() + "\n")
+    print(f"wrote {out_dir / (name + '.json')} and {out_dir / (name + '.md')}")

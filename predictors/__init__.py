@@ -1,0 +1,1 @@
+"""Cost predictors over architectures (installed as `automoe.predictors`)."""
