@@ -89,7 +89,7 @@ class RunData:
                         f"languages: {list(spec.languages)}"
                     )
         if tokenizer is None:
-            cache = Path(cache_dir) if cache_dir else cache_root() / "tokenizers"
+            cache = Path(cache_dir) if cache_dir else cache_root().parent / "tokenizers"
             tokenizer = dataset_tokenizer(
                 self.dataset_dir, self.tasks, settings.vocab_size, cache, settings.dataset
             )

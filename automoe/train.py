@@ -25,7 +25,17 @@ from automoe.supernet.supernet import SuperNet
 from automoe.trainer import SuperNetTrainer, TrainSettings
 
 MODEL_KEYS = ("dropout", "attention_dropout", "activation_dropout", "capacity_factor", "router")
-RESUMABLE = {"max_steps", "device", "threads", "no_progress", "resume", "run", "data_dir"}
+RESUMABLE = {
+    "max_steps",
+    "stop_at",
+    "time_limit",
+    "device",
+    "threads",
+    "no_progress",
+    "resume",
+    "run",
+    "data_dir",
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -61,6 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--activation-dropout", type=float)
     p.add_argument("--capacity-factor", type=float, help="drop tokens over capacity (off)")
     p.add_argument("--router", choices=["token"])
+    p.add_argument("--stop-at", type=int, help="pause at this step (resume later)")
+    p.add_argument("--time-limit", type=float, help="pause after this many minutes")
     p.add_argument("--device", help="auto (default), cpu or cuda")
     p.add_argument("--threads", type=int, help="torch CPU threads")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -109,6 +121,8 @@ def main(argv: list[str] | None = None) -> int:
                 "or choose another --run folder"
             )
         settings = _settings_from_args(args)
+    if "data_dir" in args:
+        settings["data_dir"] = str(Path(args["data_dir"]).resolve())
     run.mkdir(parents=True, exist_ok=True)
     (run / RUN_FILE).write_text(json.dumps(settings, indent=2) + "\n")
 
@@ -119,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     tokenizer_path = run / TOKENIZER_FILE
     data = RunData(
         data_settings,
-        args.get("data_dir"),
+        settings.get("data_dir"),
         tokenizer=Tokenizer.load(tokenizer_path) if tokenizer_path.exists() else None,
     )
     data.tokenizer.save(run)
@@ -143,7 +157,11 @@ def main(argv: list[str] | None = None) -> int:
         if trainer.step >= train_settings.max_steps:
             print(f"{run}: already trained for {trainer.step} steps; raise --max-steps to go on")
             return 0
-    last = trainer.train(progress=not args.get("no_progress", False))
+    limit = args["time_limit"] * 60 if "time_limit" in args else None
+    last = trainer.train(not args.get("no_progress", False), args.get("stop_at"), limit)
+    if trainer.step < train_settings.max_steps:
+        print(f"paused at step {trainer.step}; continue with --run {run} --resume")
+        return 0
     save_with_tokenizer(trainer.net, data.tokenizer, run / SUPERNET_FILE)
     summary = {k: v for k, v in last.items() if k.startswith("valid") or k in ("step", "loss")}
     print(json.dumps(summary))

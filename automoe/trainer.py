@@ -182,9 +182,17 @@ class SuperNetTrainer:
         smallest = validation_loss(self.net, self.valid_batches, space.smallest())
         return {"valid_largest_loss": largest.loss, "valid_smallest_loss": smallest.loss}
 
-    def train(self, progress: bool = True) -> dict[str, Any]:
-        """Run to `max_steps`, logging, validating and checkpointing on the way."""
+    def train(
+        self, progress: bool = True, stop_at: int | None = None, time_limit: float | None = None
+    ) -> dict[str, Any]:
+        """Run to `max_steps`, logging, validating and checkpointing on the way.
+
+        `stop_at` (a step) and `time_limit` (seconds) pause early with a checkpoint, keeping
+        the schedule of the full run, so a run can be split across sessions.
+        """
         s = self.settings
+        end = min(s.max_steps, stop_at or s.max_steps)
+        deadline = time.monotonic() + time_limit if time_limit else math.inf
         self.run_dir.mkdir(parents=True, exist_ok=True)
         log = MetricsLog(self.run_dir)
         log.truncate(self.step)
@@ -198,7 +206,7 @@ class SuperNetTrainer:
         )
         window_tokens, window_start = 0, time.perf_counter()
         try:
-            while self.step < s.max_steps:
+            while self.step < end and time.monotonic() < deadline:
                 started = time.perf_counter()
                 row = self.train_step()
                 self.elapsed += time.perf_counter() - started
@@ -219,10 +227,12 @@ class SuperNetTrainer:
                     bar.set_postfix(
                         loss=f"{row['loss']:.3f}", tok_s=f"{row['tokens_per_s']:.0f}", refresh=False
                     )
-                if self.step % s.checkpoint_every == 0 or self.step == s.max_steps:
+                if self.step % s.checkpoint_every == 0 or self.step == end:
                     self.save_checkpoint()
                 bar.update(1)
                 last = row
+            if self.step < end:
+                self.save_checkpoint()
         finally:
             bar.close()
         return last

@@ -33,9 +33,7 @@ def base_parser(description: str) -> argparse.ArgumentParser:
     p.add_argument("--repeats", type=int, default=None, help="timed rounds per variant")
     p.add_argument("--warmup", type=int, default=None, help="untimed rounds per variant")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument(
-        "--out", type=Path, default=RESULTS, help="folder for <name>.json and <name>.md"
-    )
+    p.add_argument("--out", type=Path, default=RESULTS, help="folder for <name>.json and <name>.md")
     p.add_argument("--no-write", action="store_true", help="print only, write no result files")
     return p
 
@@ -101,6 +99,52 @@ def _rel(path: str) -> str:
         return path
 
 
+def _busy_ticks() -> tuple[int, int]:
+    """(busy jiffies of the whole machine, jiffies of this process) from /proc."""
+    fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(v) for v in fields[:8])
+    mine = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
+    return user + nice + system + irq + softirq + steal, int(mine[11]) + int(mine[12])
+
+
+class CpuMonitor:
+    """How many cores *other* processes kept busy while a block ran (0 = a quiet machine)."""
+
+    def __init__(self) -> None:
+        self.other_cores = float("nan")
+        self.own_cores = float("nan")
+
+    def __enter__(self) -> CpuMonitor:
+        try:
+            self._start = (time.perf_counter(), *_busy_ticks())
+        except (OSError, ValueError, IndexError):
+            self._start = None
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._start is None:
+            return
+        t0, busy0, own0 = self._start
+        busy1, own1 = _busy_ticks()
+        elapsed = max(time.perf_counter() - t0, 1e-9)
+        hz = os.sysconf("SC_CLK_TCK")
+        self.own_cores = (own1 - own0) / hz / elapsed
+        self.other_cores = max(0.0, (busy1 - busy0) - (own1 - own0)) / hz / elapsed
+
+
+def wait_for_quiet(max_wait_s: float, threshold: float = 0.25, window_s: float = 2.0) -> dict:
+    """Wait (up to max_wait_s) until other processes use < threshold cores; say what happened."""
+    start = time.perf_counter()
+    load = float("nan")
+    while True:
+        with CpuMonitor() as mon:
+            time.sleep(window_s)
+        load = mon.other_cores
+        waited = time.perf_counter() - start
+        if not load >= threshold or waited >= max_wait_s:
+            return {"waited_s": round(waited, 1), "other_cores_before": round(load, 2)}
+
+
 def timed(fn: Callable[[], Any]) -> float:
     start = time.perf_counter()
     fn()
@@ -109,18 +153,31 @@ def timed(fn: Callable[[], Any]) -> float:
 
 def interleaved(
     variants: Mapping[str, Callable[[], Any]], repeats: int, warmup: int = 1
-) -> dict[str, list[float]]:
-    """Seconds per call of every variant, rounds interleaved with a rotating order."""
+) -> dict[str, dict[str, list[float]]]:
+    """Wall and process-CPU seconds per call of every variant, rounds interleaved.
+
+    Round r runs the variants in an order rotated by r, so no variant always goes first.
+    CPU time sums this process's threads: under contention it grows less than wall time.
+    """
     names = list(variants)
     for _ in range(warmup):
         for name in names:
             variants[name]()
-    times: dict[str, list[float]] = {name: [] for name in names}
+    times: dict[str, dict[str, list[float]]] = {n: {"wall": [], "cpu": []} for n in names}
     for r in range(repeats):
         k = r % len(names)
         for name in names[k:] + names[:k]:
-            times[name].append(timed(variants[name]))
+            c0, t0 = time.process_time(), time.perf_counter()
+            variants[name]()
+            t1, c1 = time.perf_counter(), time.process_time()
+            times[name]["wall"].append(t1 - t0)
+            times[name]["cpu"].append(c1 - c0)
     return times
+
+
+def paired_ratio(a: Sequence[float], b: Sequence[float]) -> float:
+    """Median over rounds of a[r] / b[r]: robust to slow drifts since rounds are adjacent."""
+    return statistics.median(x / y for x, y in zip(a, b, strict=True))
 
 
 def summary(samples: Sequence[float]) -> dict[str, float]:
@@ -145,7 +202,10 @@ def matmul_rate(threads: int, sizes: Sequence[int] = (2048, 4096), repeats: int 
         a, b = torch.randn(n, n), torch.randn(n, n)
         c = torch.empty(n, n)
         torch.mm(a, b, out=c)  # warm-up
-        rates = [2 * n**3 / timed(lambda a=a, b=b, c=c: torch.mm(a, b, out=c)) / 1e9 for _ in range(repeats)]
+        rates = [
+            2 * n**3 / timed(lambda a=a, b=b, c=c: torch.mm(a, b, out=c)) / 1e9
+            for _ in range(repeats)
+        ]
         out["sizes"][str(n)] = {"median_gflops": statistics.median(rates), "max_gflops": max(rates)}
     out["gflops"] = max(v["median_gflops"] for v in out["sizes"].values())
     return out

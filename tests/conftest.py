@@ -17,3 +17,44 @@ def data_dir() -> Path:
     if fallback.is_dir():
         return fallback
     pytest.skip("corpus not found: set AUTOMOE_DATA_DIR to the folder containing multi30k/")
+
+
+TINY_SPACE = """\
+name: tiny
+qkv_dim: 32
+max_experts: 2
+fractional_experts: true
+identity_experts: false
+encoder:
+  embed_dim: [24, 32]
+  layers: [2]
+  ffn_dim: [32, 64]
+  heads: [2, 4]
+  experts: [1, 2]
+  top_k: [1]
+decoder:
+  embed_dim: [24, 32]
+  layers: [1, 2]
+  ffn_dim: [32, 64]
+  self_heads: [2, 4]
+  cross_heads: [2, 4]
+  cross_layers: [1, 2]
+  experts: [1, 2]
+  top_k: [1]
+"""
+
+
+@pytest.fixture(scope="session", autouse=True)
+def isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Tokenizers and downloads go to a per-session cache, never the user's."""
+    cache = tmp_path_factory.mktemp("xdg-cache")
+    os.environ["XDG_CACHE_HOME"] = str(cache)
+    return cache
+
+
+@pytest.fixture(scope="session")
+def tiny_space_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A search space small enough to train a SuperNet in seconds."""
+    path = tmp_path_factory.mktemp("space") / "tiny.yaml"
+    path.write_text(TINY_SPACE)
+    return path

@@ -52,7 +52,7 @@ class DecodeSettings:
 def _evaluating(model: Transformer) -> Iterator[None]:
     """Eval mode (no dropout) without autograd, restoring the caller's mode afterwards."""
     was_training = model.training
-    pass
+    model.eval()
     try:
         with torch.inference_mode():
             yield
@@ -63,8 +63,8 @@ def _evaluating(model: Transformer) -> Iterator[None]:
 def _max_lengths(model: Transformer, src_padding_mask: Tensor, s: DecodeSettings) -> list[int]:
     """Per-sentence limits, so that an output never depends on its batch-mates.
 
-    The decoder sees bos plus up to `max_len` tokens (bos + max_len + 1 with the final eos
-    step of beam search), hence the cap by the position table.
+    Decoder positions run from 0 (bos) to `max_len` (the input of beam search's forced-eos
+    step), hence the cap by the position table.
     """
     cap = model.config.max_positions - 1
     src_lens = (~src_padding_mask).sum(1).tolist()
@@ -116,6 +116,7 @@ def greedy_search(
         step = 0
         while active:
             logits, _ = model.decode(last, enc, arch, task_ids, cache, start=step)
+            # Only a zero limit gets here: other sentences leave after their last allowed token.
             at_limit = torch.tensor([step >= max_lens[i] for i in active], device=last.device)
             last = _log_probs(logits[:, -1], s, step, at_limit).argmax(-1, keepdim=True)
             step += 1
@@ -211,9 +212,8 @@ def beam_search(
 
             live = torch.argsort(is_eos.to(torch.uint8), dim=1, stable=True)[:, :k]
             scores = cand_scores.gather(1, live)
-            parents = (
-                cand_beam.gather(1, live) + k * torch.arange(len(active), device=device)[:, None]
-            )
+            first_rows = k * torch.arange(len(active), device=device)[:, None]
+            parents = first_rows + cand_beam.gather(1, live)
             new_tokens = cand_token.gather(1, live)
 
             best_live = scores[:, 0].tolist()

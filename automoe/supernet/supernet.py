@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from automoe.arch import ArchConfig
 from automoe.errors import AutomoeError
 from automoe.space import SearchSpace
 from automoe.supernet.model import ModelConfig, Transformer, extract, load_checkpoint_file
@@ -23,7 +24,7 @@ class SuperNet(Transformer):
         config = ModelConfig(vocab_size, space.qkv_dim, space.supernet_shape(), **settings)
         return cls(config, space)
 
-    def extract(self, arch) -> Transformer:
+    def extract(self, arch: ArchConfig) -> Transformer:
         return extract(self, arch)
 
     def checkpoint(self) -> dict[str, Any]:

@@ -1,0 +1,202 @@
+"""SuperNet training: schedule, loss, sampling, exact resume after a kill, and the CLI."""
+
+from __future__ import annotations
+
+import itertools
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from automoe.arch_sampling import step_archs
+from automoe.errors import AutomoeError
+from automoe.objectives import label_smoothed_loss
+from automoe.schedule import warmup_cosine
+from automoe.space import SearchSpace
+from automoe.train import main as train_main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def tiny_args(run: Path, space: Path, data_dir: Path, steps: int = 8, **extra: object) -> list[str]:
+    args = {
+        "run": run,
+        "space": space,
+        "data-dir": data_dir,
+        "train-limit": 300,
+        "valid-size": 40,
+        "vocab-size": 400,
+        "max-tokens": 512,
+        "max-steps": steps,
+        "warmup-steps": 3,
+        "checkpoint-every": 2,
+        "validate-every": 4,
+        "log-every": 1,
+        "threads": 1,
+        **extra,
+    }
+    out = [f"--{k}={v}" for k, v in args.items()]
+    return [*out, "--no-progress"]
+
+
+def test_warmup_then_cosine() -> None:
+    kw = dict(lr=1e-3, warmup=10, total=110, init_lr=1e-7, min_lr=1e-5)
+    assert warmup_cosine(0, **kw) == pytest.approx(1e-7)
+    assert warmup_cosine(5, **kw) == pytest.approx((1e-7 + 1e-3) / 2)
+    assert warmup_cosine(10, **kw) == pytest.approx(1e-3)
+    assert warmup_cosine(60, **kw) == pytest.approx((1e-3 + 1e-5) / 2)
+    assert warmup_cosine(110, **kw) == pytest.approx(1e-5)
+    assert warmup_cosine(500, **kw) == pytest.approx(1e-5)
+    rates = [warmup_cosine(s, **kw) for s in range(10, 111)]
+    assert all(a >= b for a, b in itertools.pairwise(rates))
+
+
+def test_label_smoothed_loss_matches_definition() -> None:
+    torch.manual_seed(0)
+    logits = torch.randn(2, 5, 11)
+    target = torch.randint(1, 11, (2, 5))
+    target[1, 3:] = 0
+    out = label_smoothed_loss(logits, target, pad_id=0, smoothing=0.1)
+    logp = F.log_softmax(logits, -1)
+    keep = target != 0
+    nll = -logp.gather(-1, target[..., None]).squeeze(-1)[keep].sum()
+    uniform = -logp.mean(-1)[keep].sum()
+    assert out.tokens == int(keep.sum()) == 8
+    assert float(out.nll) == pytest.approx(float(nll), rel=1e-6)
+    assert float(out.loss) == pytest.approx(float(0.9 * nll + 0.1 * uniform), rel=1e-6)
+    plain = label_smoothed_loss(logits, target, pad_id=0, smoothing=0.0)
+    assert float(plain.loss) == pytest.approx(float(nll), rel=1e-6)
+
+
+def test_step_archs_depend_only_on_seed_and_step(tiny_space_file: Path) -> None:
+    space = SearchSpace.load(tiny_space_file)
+    assert step_archs(space, 1, 7) == step_archs(space, 1, 7)
+    distinct = {step_archs(space, 1, s)[0] for s in range(30)}
+    assert len(distinct) > 10
+    assert {step_archs(space, 2, s)[0] for s in range(30)} != distinct
+    sandwich = step_archs(space, 1, 7, "sandwich")
+    assert sandwich[:2] == [space.largest(), space.smallest()]
+    assert sandwich[2] == step_archs(space, 1, 7)[0]
+    with pytest.raises(AutomoeError, match="sandwich"):
+        step_archs(space, 1, 7, "greedy")
+
+
+def _weights(run: Path) -> dict[str, torch.Tensor]:
+    data = torch.load(run / "supernet.pt", weights_only=True)
+    return data["state_dict"]
+
+
+def _assert_same_weights(a: Path, b: Path) -> None:
+    wa, wb = _weights(a), _weights(b)
+    assert wa.keys() == wb.keys()
+    for name in wa:
+        assert torch.equal(wa[name], wb[name]), name
+
+
+def test_training_learns_and_is_deterministic(
+    tmp_path: Path, tiny_space_file: Path, data_dir: Path
+) -> None:
+    for name in ("a", "b"):
+        assert train_main(tiny_args(tmp_path / name, tiny_space_file, data_dir, steps=12)) == 0
+    _assert_same_weights(tmp_path / "a", tmp_path / "b")
+    rows = [
+        line.split(",") for line in (tmp_path / "a" / "metrics.csv").read_text().splitlines()[1:]
+    ]
+    losses = [float(r[3]) for r in rows]
+    assert [int(r[0]) for r in rows] == list(range(1, 13))
+    assert all(math.isfinite(x) for x in losses)
+    assert sum(losses[-3:]) / 3 < sum(losses[:3]) / 3
+    for name in ("run.json", "tokenizer.model", "checkpoint.pt", "metrics.jsonl"):
+        assert (tmp_path / "a" / name).is_file()
+
+
+def test_resume_after_stop_equals_uninterrupted_run(
+    tmp_path: Path, tiny_space_file: Path, data_dir: Path
+) -> None:
+    full, parts = tmp_path / "full", tmp_path / "parts"
+    assert train_main(tiny_args(full, tiny_space_file, data_dir, steps=10)) == 0
+    assert train_main([*tiny_args(parts, tiny_space_file, data_dir, steps=10), "--stop-at=6"]) == 0
+    assert not (parts / "supernet.pt").exists()
+    assert train_main([f"--run={parts}", "--resume", "--no-progress"]) == 0
+    _assert_same_weights(full, parts)
+    steps = [line.split(",")[0] for line in (parts / "metrics.csv").read_text().splitlines()[1:]]
+    assert steps == [str(s) for s in range(1, 11)]
+
+
+def test_resume_after_kill_equals_uninterrupted_run(
+    tmp_path: Path, tiny_space_file: Path, data_dir: Path
+) -> None:
+    """SIGKILL a real training process mid-run; resuming must lose and change nothing."""
+    full, killed = tmp_path / "full", tmp_path / "killed"
+    steps = 14
+    assert train_main(tiny_args(full, tiny_space_file, data_dir, steps=steps)) == 0
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    cmd = [
+        sys.executable,
+        "-m",
+        "automoe.train",
+        *tiny_args(killed, tiny_space_file, data_dir, steps),
+    ]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    metrics = killed / "metrics.jsonl"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        if metrics.exists() and len(metrics.read_text().splitlines()) >= 5:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "training ended before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert (killed / "checkpoint.pt").is_file()
+    assert not (killed / "supernet.pt").exists()
+    assert train_main([f"--run={killed}", "--resume", "--no-progress"]) == 0
+    _assert_same_weights(full, killed)
+    lines = (killed / "metrics.jsonl").read_text().splitlines()
+    assert len(lines) == steps
+
+
+def test_cli_errors_are_one_clear_message(
+    tmp_path: Path, tiny_space_file: Path, data_dir: Path
+) -> None:
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        return subprocess.run(
+            [sys.executable, "-m", "automoe.train", *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    bad_space = tmp_path / "bad.yaml"
+    bad_space.write_text(tiny_space_file.read_text().replace("heads: [2, 4]", "heads: [3]"))
+    cases = {
+        "bad space": ([f"--run={tmp_path / 'r1'}", f"--space={bad_space}"], "heads"),
+        "bad data dir": (
+            [f"--run={tmp_path / 'r2'}", f"--data-dir={tmp_path / 'nowhere'}"],
+            "--data-dir",
+        ),
+        "resume nothing": ([f"--run={tmp_path / 'r3'}", "--resume"], "not a run folder"),
+    }
+    for name, (args, needle) in cases.items():
+        result = run(*args)
+        assert result.returncode == 2, name
+        assert "Traceback" not in result.stderr, name
+        assert needle in result.stderr, (name, result.stderr)
+
+    done = tmp_path / "done"
+    assert train_main(tiny_args(done, tiny_space_file, data_dir, steps=2)) == 0
+    again = run(*tiny_args(done, tiny_space_file, data_dir, steps=2))
+    assert again.returncode == 2 and "--resume" in again.stderr
+    changed = run(f"--run={done}", "--resume", "--lr=0.5")
+    assert changed.returncode == 2 and "--lr" in changed.stderr
+    (done / "checkpoint.pt").write_bytes(b"garbage")
+    corrupt = run(f"--run={done}", "--resume", "--max-steps=4")
+    assert corrupt.returncode == 2 and "corrupt" in corrupt.stderr
