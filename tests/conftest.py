@@ -58,3 +58,28 @@ def tiny_space_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("space") / "tiny.yaml"
     path.write_text(TINY_SPACE)
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_run(
+    tmp_path_factory: pytest.TempPathFactory, tiny_space_file: Path, data_dir: Path
+) -> Path:
+    """A run folder holding a tiny SuperNet trained for a few seconds on Multi30k en-de."""
+    from automoe.train import main as train_main
+
+    run = tmp_path_factory.mktemp("tiny-run") / "run"
+    args = {
+        "run": run,
+        "space": tiny_space_file,
+        "data-dir": data_dir,
+        "train-limit": 400,
+        "valid-size": 30,
+        "vocab-size": 400,
+        "max-tokens": 512,
+        "max-steps": 30,
+        "warmup-steps": 5,
+        "lr": 3e-3,
+        "threads": 1,
+    }
+    assert train_main([*(f"--{k}={v}" for k, v in args.items()), "--no-progress"]) == 0
+    return run

@@ -16,32 +16,9 @@ from automoe.evaluate import main as evaluate_main
 from automoe.extract import main as extract_main
 from automoe.runs import load_model_file
 from automoe.supernet.supernet import SuperNet
-from automoe.train import main as train_main
 from automoe.translate import main as translate_main
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def trained_run(
-    tmp_path_factory: pytest.TempPathFactory, tiny_space_file: Path, data_dir: Path
-) -> Path:
-    run = tmp_path_factory.mktemp("cli") / "run"
-    args = {
-        "run": run,
-        "space": tiny_space_file,
-        "data-dir": data_dir,
-        "train-limit": 400,
-        "valid-size": 30,
-        "vocab-size": 400,
-        "max-tokens": 512,
-        "max-steps": 30,
-        "warmup-steps": 5,
-        "lr": 3e-3,
-        "threads": 1,
-    }
-    assert train_main([*(f"--{k}={v}" for k, v in args.items()), "--no-progress"]) == 0
-    return run
 
 
 def cli(module: str, *args: str) -> subprocess.CompletedProcess[str]:
@@ -56,17 +33,16 @@ def cli(module: str, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_extracted_model_scores_like_its_supernet_arch(
-    trained_run: Path, tmp_path: Path, data_dir: Path
+    tiny_run: Path, tmp_path: Path, data_dir: Path
 ) -> None:
-    net, _ = load_model_file(trained_run)
+    net, _ = load_model_file(tiny_run)
     assert isinstance(net, SuperNet)
     arch = net.space.sample(random.Random(3))
     arch_file = tmp_path / "arch.yaml"
     arch.save(arch_file)
     small = tmp_path / "small.pt"
     assert (
-        extract_main(["--model", str(trained_run), "--arch", str(arch_file), "--out", str(small)])
-        == 0
+        extract_main(["--model", str(tiny_run), "--arch", str(arch_file), "--out", str(small)]) == 0
     )
     common = ["--split", "val", "--limit", "40", "--beam", "2", "--data-dir", str(data_dir)]
     inherited, standalone = tmp_path / "inherited.json", tmp_path / "standalone.json"
@@ -74,7 +50,7 @@ def test_extracted_model_scores_like_its_supernet_arch(
         evaluate_main(
             [
                 "--model",
-                str(trained_run),
+                str(tiny_run),
                 "--arch",
                 str(arch_file),
                 *common,
@@ -95,39 +71,37 @@ def test_extracted_model_scores_like_its_supernet_arch(
 
 
 def test_translate_reads_arguments_files_and_stdin(
-    trained_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tiny_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     sentences = ["A man rides a bike.", "Two dogs play in the snow.", "A girl is smiling."]
-    assert translate_main(["--model", str(trained_run), "--arch", "smallest", *sentences]) == 0
+    assert translate_main(["--model", str(tiny_run), "--arch", "smallest", *sentences]) == 0
     from_args = capsys.readouterr().out.splitlines()
     assert len(from_args) == 3
     source = tmp_path / "src.txt"
     source.write_text("\n".join(sentences) + "\n")
     assert (
-        translate_main(["--model", str(trained_run), "--arch", "smallest", "--input", str(source)])
+        translate_main(["--model", str(tiny_run), "--arch", "smallest", "--input", str(source)])
         == 0
     )
     assert capsys.readouterr().out.splitlines() == from_args
-    piped = cli("translate", "--model", str(trained_run), "--arch", "smallest")
+    piped = cli("translate", "--model", str(tiny_run), "--arch", "smallest")
     assert piped.returncode == 0
 
 
-def test_command_errors_are_one_clear_message(trained_run: Path, tmp_path: Path) -> None:
+def test_command_errors_are_one_clear_message(tiny_run: Path, tmp_path: Path) -> None:
     small = tmp_path / "small.pt"
-    assert (
-        extract_main(["--model", str(trained_run), "--arch", "largest", "--out", str(small)]) == 0
-    )
+    assert extract_main(["--model", str(tiny_run), "--arch", "largest", "--out", str(small)]) == 0
     corrupt = tmp_path / "corrupt.pt"
     corrupt.write_bytes(small.read_bytes()[:1000])
     wide = tmp_path / "wide.yaml"
-    net, _ = load_model_file(trained_run)
+    net, _ = load_model_file(tiny_run)
     big = net.space.largest()
     ArchConfig.from_dict({**big.to_dict(), "encoder_embed_dim": 4096}).save(wide)
     cases = [
         (("translate", "--model", str(small), "--arch", "smallest", "hello"), "needs a SuperNet"),
         (("evaluate", "--model", str(tmp_path / "missing.pt")), "does not exist"),
         (("evaluate", "--model", str(corrupt)), "corrupt"),
-        (("extract", "--model", str(trained_run), "--arch", str(wide), "--out", "x.pt"), "exceeds"),
+        (("extract", "--model", str(tiny_run), "--arch", str(wide), "--out", "x.pt"), "exceeds"),
         (("extract", "--model", str(tmp_path), "--arch", "largest", "--out", "x.pt"), "train it"),
     ]
     for args, needle in cases:

@@ -1,0 +1,213 @@
+"""`python -m automoe.latency`: measure sub-network latency, or build a latency dataset.
+
+    measure   one architecture of a SuperNet run (or an extracted model file)
+    dataset   K architectures sampled from a space, one CSV row each, resumable
+
+With a SuperNet (`--model`/`--supernet`), models carry trained router weights and are timed
+on real sentences; without one, weights are random (routing untrained) and the output says so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import random
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from automoe.arch import ArchConfig
+from automoe.cost.latency import LatencySettings, measure_latency, reference_inputs
+from automoe.cost.machine import machine_info
+from automoe.data import Tokenizer
+from automoe.errors import AutomoeError, run_cli
+from automoe.experiment import DataSettings, RunData
+from automoe.predictors.features import ArchFeatures
+from automoe.runs import load_model_file, pick_device, resolve_arch
+from automoe.space import SearchSpace
+from automoe.supernet.model import ModelConfig, Transformer, extract
+from automoe.supernet.supernet import SuperNet
+
+RESULT_COLUMNS = [
+    "arch_key",
+    "arch",
+    "latency_ms",
+    "encoder_ms",
+    "decoder_ms",
+    "median_ms",
+    "iqr_ms",
+    "runs",
+    "weights",
+]
+
+
+def _add_protocol(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--runs", type=int, default=20, help="timed runs per architecture")
+    p.add_argument("--warmup", type=int, default=5, help="untimed runs first")
+    p.add_argument("--beam", type=int, default=5, help="decoder batch (beam) size")
+    p.add_argument("--src-len", type=int, default=30)
+    p.add_argument("--tgt-len", type=int, default=30, help="incremental decoder steps")
+    p.add_argument("--threads", type=int, default=2, help="torch CPU threads (fixed)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--data-dir", help="folder holding multi30k/ (for the real sentences)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m automoe.latency", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+    m = sub.add_parser("measure", help="latency of one architecture")
+    m.add_argument("--model", required=True, help="run folder, SuperNet or extracted model")
+    m.add_argument("--arch", help="largest, smallest or an arch file (SuperNet only)")
+    _add_protocol(m)
+    d = sub.add_parser("dataset", help="latency CSV of sampled architectures")
+    d.add_argument("--out", required=True, help="CSV to write (appended; a rerun resumes)")
+    d.add_argument("--space", default="multi30k", help="preset name or YAML file")
+    d.add_argument("--supernet", help="run folder or SuperNet file (trained routers)")
+    d.add_argument("--count", type=int, default=500)
+    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--no-progress", action="store_true")
+    _add_protocol(d)
+    return p
+
+
+def _settings(args: argparse.Namespace) -> LatencySettings:
+    return LatencySettings(
+        src_len=args.src_len,
+        tgt_len=args.tgt_len,
+        beam=args.beam,
+        warmup=args.warmup,
+        runs=args.runs,
+    )
+
+
+def _inputs(
+    tokenizer: Tokenizer, data_dir: str | None, settings: LatencySettings
+) -> tuple[list[list[int]], list[list[int]]]:
+    """Real en-de validation text cut into protocol-length source and target inputs."""
+    data = RunData(DataSettings(), data_dir, tokenizer=tokenizer)
+    examples = data.examples("val")
+    sources = reference_inputs([e.src for e in examples], settings.src_len, settings.runs)
+    targets = reference_inputs([e.tgt for e in examples], settings.tgt_len, settings.runs)
+    return sources, targets
+
+
+def measure(args: argparse.Namespace) -> int:
+    device = pick_device(args.device)
+    model, tokenizer = load_model_file(args.model)
+    arch = resolve_arch(args.arch, model)
+    sub = extract(model, arch) if isinstance(model, SuperNet) else model
+    settings = _settings(args)
+    sources, targets = _inputs(tokenizer, args.data_dir, settings)
+    result = measure_latency(sub.to(device), sources, targets, settings)
+    report = {
+        "arch_key": arch.key(),
+        **result.to_dict(),
+        "weights": "trained",
+        "inputs": "real sentences (Multi30k val, en-de)",
+        "protocol": {**settings.to_dict(), "threads": args.threads},
+        "machine": machine_info(device),
+    }
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+class LatencyDataset:
+    """A CSV of measured architectures with a JSON sidecar fixing how they were measured."""
+
+    def __init__(self, path: Path, columns: list[str], meta: dict[str, Any]) -> None:
+        self.path = path
+        self.columns = columns
+        self.meta_path = path.with_suffix(path.suffix + ".json")
+        if path.exists():
+            with path.open(newline="") as f:
+                reader = csv.DictReader(f)
+                if reader.fieldnames != columns:
+                    raise AutomoeError(
+                        f"{path} has other columns than this dataset; choose another --out"
+                    )
+                self.done = {row["arch_key"] for row in reader}
+            saved = json.loads(self.meta_path.read_text()) if self.meta_path.exists() else {}
+            differs = sorted(k for k in meta if k != "machine" and saved.get(k) != meta[k])
+            if differs:
+                raise AutomoeError(
+                    f"{path} was measured with other settings ({', '.join(differs)}); "
+                    "rerun with the same options or choose another --out"
+                )
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with path.open("w", newline="") as f:
+                csv.writer(f).writerow(columns)
+            self.meta_path.write_text(json.dumps(meta, indent=2) + "\n")
+            self.done = set()
+
+    def append(self, row: dict[str, Any]) -> None:
+        with self.path.open("a", newline="") as f:
+            csv.DictWriter(f, fieldnames=self.columns).writerow(row)
+        self.done.add(row["arch_key"])
+
+
+def sample_archs(space: SearchSpace, count: int, seed: int) -> list[ArchConfig]:
+    """`count` distinct architectures, the same list for the same seed (so a rerun resumes)."""
+    if count > space.size():
+        raise AutomoeError(f"--count {count} exceeds the space's {space.size()} architectures")
+    rng = random.Random(seed)
+    seen: dict[str, ArchConfig] = {}
+    while len(seen) < count:
+        arch = space.sample(rng)
+        seen.setdefault(arch.key(), arch)
+    return list(seen.values())
+
+
+def dataset(args: argparse.Namespace) -> int:
+    device = pick_device(args.device)
+    settings = _settings(args)
+    supernet: SuperNet | None = None
+    if args.supernet:
+        model, tokenizer = load_model_file(args.supernet)
+        if not isinstance(model, SuperNet):
+            raise AutomoeError(f"--supernet {args.supernet} is an extracted model, not a SuperNet")
+        supernet = model
+        space = supernet.space if args.space == "multi30k" else SearchSpace.load(args.space)
+    else:
+        space = SearchSpace.load(args.space)
+        tokenizer = RunData(DataSettings(), args.data_dir).tokenizer
+    features = ArchFeatures.from_space(space)
+    weights = "trained" if supernet is not None else "random"
+    meta = {
+        "space": space.to_dict(),
+        "supernet": str(Path(args.supernet).resolve()) if args.supernet else None,
+        "weights": weights,
+        "protocol": {**settings.to_dict(), "threads": args.threads},
+        "seed": args.seed,
+        "machine": machine_info(device),
+    }
+    table = LatencyDataset(Path(args.out), [*features.columns, *RESULT_COLUMNS], meta)
+    archs = sample_archs(space, args.count, args.seed)
+    todo = [a for a in archs if a.key() not in table.done]
+    sources, targets = _inputs(tokenizer, args.data_dir, settings)
+    for arch in tqdm(todo, disable=args.no_progress, unit="arch", desc="latency"):
+        if supernet is not None:
+            model = extract(supernet, arch)
+        else:
+            torch.manual_seed(args.seed)
+            model = Transformer(ModelConfig(tokenizer.vocab_size, space.qkv_dim, arch))
+        result = measure_latency(model.to(device), sources, targets, settings)
+        row = dict(zip(features.columns, features.transform([arch])[0].tolist(), strict=True))
+        row.update(arch_key=arch.key(), arch=arch.to_json(), weights=weights, **result.to_dict())
+        table.append(row)
+    print(f"{args.out}: {len(table.done)} architectures ({len(todo)} measured now)")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    torch.set_num_threads(args.threads)
+    return measure(args) if args.command == "measure" else dataset(args)
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))
