@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import sacrebleu
-import torch
-from torch import nn
 
 from automoe.arch import ArchConfig
 from automoe.data import Batch, Example, TokenBatcher, Tokenizer
 from automoe.objectives import label_smoothed_loss
 from automoe.supernet.decode import DecodeSettings, translate_ids
 from automoe.supernet.model import Transformer
+from automoe.supernet.modes import inference
 
 
 @dataclass(frozen=True)
@@ -24,18 +22,6 @@ class LossReport:
     loss: float
     nll: float
     tokens: int
-
-
-@contextmanager
-def eval_mode(model: nn.Module):
-    """Evaluate without dropout, then give the model back in the mode it came in."""
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.inference_mode():
-            yield model
-    finally:
-        model.train(was_training)
 
 
 def validation_loss(
@@ -48,7 +34,7 @@ def validation_loss(
     device = model.embed.weight.device
     loss = nll = 0.0
     tokens = 0
-    with eval_mode(model):
+    with inference(model):
         for batch in batches:
             batch = batch.to(device)
             out = model(
@@ -78,7 +64,7 @@ def translate_examples(
     settings = settings or DecodeSettings()
     out = [""] * len(examples)
     batcher = TokenBatcher(examples, max_tokens, shuffle=False)
-    with eval_mode(model):
+    with inference(model):
         for batch in batcher.batches():
             batch = batch.to(device)
             ids = translate_ids(

@@ -31,6 +31,7 @@ from automoe.arch import ArchConfig
 from automoe.data.batching import Batch
 from automoe.errors import AutomoeError
 from automoe.supernet.model import Transformer
+from automoe.supernet.modes import inference
 
 LayerKey = tuple[str, int]
 ExpertFractions = Mapping[LayerKey, Sequence[float]]
@@ -295,27 +296,22 @@ def routing_fractions(
     layers = list(_layers(arch))
     counts: dict[LayerKey, Tensor] = {}
     device = model.embed.weight.device
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.inference_mode():
-            for batch in batches:
-                batch = batch.to(device)
-                out = model(
-                    batch.src_tokens,
-                    batch.src_padding_mask,
-                    batch.prev_output_tokens,
-                    arch,
-                    batch.task_ids,
-                )
-                for side, stats in (("encoder", out.encoder_stats), ("decoder", out.decoder_stats)):
-                    for i, st in enumerate(stats):
-                        if st is not None:
-                            seen = st.expert_counts.to("cpu", torch.int64)
-                            key = (side, i)
-                            counts[key] = counts[key] + seen if key in counts else seen
-    finally:
-        model.train(was_training)
+    with inference(model):
+        for batch in batches:
+            batch = batch.to(device)
+            out = model(
+                batch.src_tokens,
+                batch.src_padding_mask,
+                batch.prev_output_tokens,
+                arch,
+                batch.task_ids,
+            )
+            for side, stats in (("encoder", out.encoder_stats), ("decoder", out.decoder_stats)):
+                for i, st in enumerate(stats):
+                    if st is not None:
+                        seen = st.expert_counts.to("cpu", torch.int64)
+                        key = (side, i)
+                        counts[key] = counts[key] + seen if key in counts else seen
     fractions: dict[LayerKey, list[float]] = {}
     for lay in layers:
         if len(lay.widths) == 1:

@@ -19,6 +19,7 @@ from torch import Tensor
 
 from automoe.errors import AutomoeError
 from automoe.supernet.model import Transformer
+from automoe.supernet.modes import inference
 
 
 @dataclass(frozen=True)
@@ -124,8 +125,6 @@ def measure_latency(
     if not sources or len(sources) != len(targets):
         raise AutomoeError("latency needs as many target as source inputs, at least one")
     device = model.embed.weight.device
-    was_training = model.training
-    model.eval()
     order = torch.arange(s.beam, device=device).roll(1)
     pairs = [
         (
@@ -135,16 +134,13 @@ def measure_latency(
         for src, tgt in zip(sources, targets, strict=True)
     ]
     enc_times, dec_times = [], []
-    try:
-        with torch.inference_mode():
-            for i in range(s.warmup + s.runs):
-                src, tgt = pairs[i % len(pairs)]
-                enc_s, dec_s = _run_once(model, src, tgt, s.beam, order)
-                if i >= s.warmup:
-                    enc_times.append(enc_s * 1e3)
-                    dec_times.append(dec_s * 1e3)
-    finally:
-        model.train(was_training)
+    with inference(model):
+        for i in range(s.warmup + s.runs):
+            src, tgt = pairs[i % len(pairs)]
+            enc_s, dec_s = _run_once(model, src, tgt, s.beam, order)
+            if i >= s.warmup:
+                enc_times.append(enc_s * 1e3)
+                dec_times.append(dec_s * 1e3)
     totals = [e + d for e, d in zip(enc_times, dec_times, strict=True)]
     quartiles = statistics.quantiles(totals, n=4) if len(totals) > 1 else [totals[0]] * 3
     encoder = trimmed_mean(enc_times, s.trim)

@@ -8,8 +8,6 @@ Every step feeds the decoder only the newest token of each hypothesis.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -18,6 +16,7 @@ from torch import Tensor
 from automoe.arch import ArchConfig
 from automoe.errors import AutomoeError
 from automoe.supernet.model import DecoderCache, EncoderOutput, Transformer
+from automoe.supernet.modes import inference
 
 
 @dataclass(frozen=True)
@@ -46,18 +45,6 @@ class DecodeSettings:
             raise AutomoeError(f"min_len must not be negative, got {self.min_len}")
         if len({self.bos, self.eos, self.pad}) != 3:
             raise AutomoeError(f"bos, eos and pad must differ, got {self.bos, self.eos, self.pad}")
-
-
-@contextmanager
-def _evaluating(model: Transformer) -> Iterator[None]:
-    """Eval mode (no dropout) without autograd, restoring the caller's mode afterwards."""
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.inference_mode():
-            yield
-    finally:
-        model.train(was_training)
 
 
 def _max_lengths(model: Transformer, src_padding_mask: Tensor, s: DecodeSettings) -> list[int]:
@@ -106,7 +93,7 @@ def greedy_search(
 ) -> list[list[int]]:
     """The most likely next token at every step; outputs exclude bos and eos."""
     s = settings or DecodeSettings()
-    with _evaluating(model):
+    with inference(model):
         max_lens = _max_lengths(model, src_padding_mask, s)
         enc = model.encode(src_tokens, src_padding_mask, arch, task_ids)
         outputs: list[list[int]] = [[] for _ in max_lens]
@@ -177,7 +164,7 @@ def beam_search(
     s = settings or DecodeSettings()
     k = s.beam_size
     device = src_tokens.device
-    with _evaluating(model):
+    with inference(model):
         max_lens = _max_lengths(model, src_padding_mask, s)
         n = len(max_lens)
         rows = torch.arange(n, device=device).repeat_interleave(k)
