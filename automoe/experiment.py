@@ -117,12 +117,23 @@ class RunData:
             self.examples("train"), self.settings.max_tokens, seed=self.settings.seed
         )
 
-    def valid_batches(self, size: int | None = None) -> list[Batch]:
-        """The fixed validation subset (first `size` sentences per task), bucketed, unshuffled."""
+    def valid_examples(self, size: int | None = None) -> list[Example]:
+        """The fixed validation subset: the first `size` sentences of every task."""
         size = size or self.settings.valid_size
-        per_task: dict[int, list[Example]] = {}
+        taken: dict[int, int] = {}
+        subset = []
         for example in self.examples("val"):
-            per_task.setdefault(example.task_id, []).append(example)
-        subset = [e for group in per_task.values() for e in group[:size]]
-        batcher = TokenBatcher(subset, self.settings.max_tokens, shuffle=False)
+            if taken.get(example.task_id, 0) < size:
+                taken[example.task_id] = taken.get(example.task_id, 0) + 1
+                subset.append(example)
+        return subset
+
+    def valid_references(self, size: int | None = None) -> list[str]:
+        """Reference translations of `valid_examples(size)`, in the same order."""
+        size = size or self.settings.valid_size
+        return [tgt for task in self.tasks for _, tgt in self.pairs("val", task)[:size]]
+
+    def valid_batches(self, size: int | None = None) -> list[Batch]:
+        """The validation subset bucketed into batches, unshuffled."""
+        batcher = TokenBatcher(self.valid_examples(size), self.settings.max_tokens, shuffle=False)
         return list(batcher.batches())

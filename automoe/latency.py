@@ -21,9 +21,8 @@ import torch
 from tqdm import tqdm
 
 from automoe.arch import ArchConfig
-from automoe.cost.latency import LatencySettings, measure_latency, reference_inputs
+from automoe.cost.latency import LatencySettings, latency_inputs, measure_latency
 from automoe.cost.machine import machine_info
-from automoe.data import Tokenizer
 from automoe.errors import AutomoeError, run_cli
 from automoe.experiment import DataSettings, RunData
 from automoe.predictors.features import ArchFeatures
@@ -84,24 +83,13 @@ def _settings(args: argparse.Namespace) -> LatencySettings:
     )
 
 
-def _inputs(
-    tokenizer: Tokenizer, data_dir: str | None, settings: LatencySettings
-) -> tuple[list[list[int]], list[list[int]]]:
-    """Real en-de validation text cut into protocol-length source and target inputs."""
-    data = RunData(DataSettings(), data_dir, tokenizer=tokenizer)
-    examples = data.examples("val")
-    sources = reference_inputs([e.src for e in examples], settings.src_len, settings.runs)
-    targets = reference_inputs([e.tgt for e in examples], settings.tgt_len, settings.runs)
-    return sources, targets
-
-
 def measure(args: argparse.Namespace) -> int:
     device = pick_device(args.device)
     model, tokenizer = load_model_file(args.model)
     arch = resolve_arch(args.arch, model)
     sub = extract(model, arch) if isinstance(model, SuperNet) else model
     settings = _settings(args)
-    sources, targets = _inputs(tokenizer, args.data_dir, settings)
+    sources, targets = latency_inputs(tokenizer, args.data_dir, settings)
     result = measure_latency(sub.to(device), sources, targets, settings)
     report = {
         "arch_key": arch.key(),
@@ -188,7 +176,7 @@ def dataset(args: argparse.Namespace) -> int:
     table = LatencyDataset(Path(args.out), [*features.columns, *RESULT_COLUMNS], meta)
     archs = sample_archs(space, args.count, args.seed)
     todo = [a for a in archs if a.key() not in table.done]
-    sources, targets = _inputs(tokenizer, args.data_dir, settings)
+    sources, targets = latency_inputs(tokenizer, args.data_dir, settings)
     for arch in tqdm(todo, disable=args.no_progress, unit="arch", desc="latency"):
         if supernet is not None:
             model = extract(supernet, arch)

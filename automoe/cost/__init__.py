@@ -12,6 +12,7 @@ from automoe.cost.flops import (
 from automoe.cost.latency import (
     LatencyResult,
     LatencySettings,
+    latency_inputs,
     measure_latency,
     reference_inputs,
     trimmed_mean,
@@ -27,6 +28,7 @@ __all__ = [
     "ParamsReport",
     "count_flops",
     "count_params",
+    "latency_inputs",
     "machine_info",
     "measure_latency",
     "reference_inputs",

@@ -17,7 +17,9 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import Tensor
 
+from automoe.data import Tokenizer
 from automoe.errors import AutomoeError
+from automoe.experiment import DataSettings, RunData
 from automoe.supernet.model import Transformer
 from automoe.supernet.modes import inference
 
@@ -82,6 +84,17 @@ def reference_inputs(
         start = (i * length) % (len(stream) - length + 1)
         out.append(stream[start : start + length])
     return out
+
+
+def latency_inputs(
+    tokenizer: Tokenizer, data_dir: str | None, settings: LatencySettings
+) -> tuple[list[list[int]], list[list[int]]]:
+    """Real Multi30k en-de validation text cut into protocol-length sources and targets."""
+    data = RunData(DataSettings(), data_dir, tokenizer=tokenizer)
+    examples = data.examples("val")
+    sources = reference_inputs([e.src for e in examples], settings.src_len, settings.runs)
+    targets = reference_inputs([e.tgt for e in examples], settings.tgt_len, settings.runs)
+    return sources, targets
 
 
 def _sync(device: torch.device) -> None:

@@ -1,0 +1,241 @@
+"""One search run: ask a strategy, score each new architecture once, tell, record, resume.
+
+The run folder holds everything as it happens: `evaluations.jsonl`/`.csv` (one row per scored
+architecture, appended and flushed at once), `strategy_state.json` (the strategy's own state
+after every tell), and at the end `pareto.json`/`.csv`, `best.yaml` and `summary.json`.
+A killed run resumes from these files: scored architectures are never scored again, and
+architectures the strategy was waiting on are told from the record when it has them.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from automoe.arch import ArchConfig
+from automoe.constraints import Constraint
+from automoe.errors import AutomoeError
+from automoe.pareto import pareto_front
+from automoe.search_costs import CostModel
+from automoe.strategies import Strategy
+
+Scorer = Callable[[Sequence[ArchConfig]], list[dict[str, float]]]
+EVALUATION_COLUMNS = [
+    "index",
+    "arch_key",
+    "objective",
+    "loss",
+    "bleu",
+    "latency_ms",
+    "flops",
+    "params",
+    "feasible",
+    "violation",
+    "eval_s",
+    "elapsed_s",
+    "arch",
+]
+
+
+@dataclass
+class Budget:
+    """Stop after `evaluations` scored architectures or `seconds` of scoring, whichever first."""
+
+    evaluations: int = 300
+    seconds: float | None = None
+
+    def left(self, done: int, elapsed: float) -> int:
+        if self.seconds is not None and elapsed >= self.seconds:
+            return 0
+        return max(self.evaluations - done, 0)
+
+
+@dataclass
+class SearchRecord:
+    """Every evaluation of the run, by architecture key, in evaluation order."""
+
+    folder: Path
+    rows: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def jsonl(self) -> Path:
+        return self.folder / "evaluations.jsonl"
+
+    @property
+    def csv(self) -> Path:
+        return self.folder / "evaluations.csv"
+
+    def load(self) -> None:
+        if self.jsonl.exists():
+            lines = self.jsonl.read_text().splitlines()
+            try:
+                self.rows = [json.loads(line) for line in lines if line.strip()]
+            except json.JSONDecodeError:
+                # a kill mid-write leaves at most one torn last line: keep what is whole
+                self.rows = []
+                for line in lines:
+                    try:
+                        self.rows.append(json.loads(line))
+                    except json.JSONDecodeError:
+                        break
+                self.jsonl.write_text("".join(json.dumps(r) + "\n" for r in self.rows))
+                self._rewrite_csv()
+
+    def by_key(self) -> dict[str, dict[str, Any]]:
+        return {row["arch_key"]: row for row in self.rows}
+
+    def append(self, row: dict[str, Any]) -> None:
+        self.rows.append(row)
+        with self.jsonl.open("a") as f:
+            f.write(json.dumps(row) + "\n")
+        self._write_csv_row(row)
+
+    def _write_csv_row(self, row: dict[str, Any]) -> None:
+        new = not self.csv.exists()
+        with self.csv.open("a", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=EVALUATION_COLUMNS, extrasaction="ignore")
+            if new:
+                writer.writeheader()
+            writer.writerow({**row, "arch": json.dumps(row["arch"], separators=(",", ":"))})
+
+    def _rewrite_csv(self) -> None:
+        self.csv.unlink(missing_ok=True)
+        for row in self.rows:
+            self._write_csv_row(row)
+
+
+class SearchLoop:
+    """Drives one strategy to its budget; the caller supplies scoring and costs."""
+
+    def __init__(
+        self,
+        strategy: Strategy,
+        scorer: Scorer,
+        costs: CostModel,
+        constraints: Sequence[Constraint],
+        objectives: Sequence[str],
+        folder: Path,
+        budget: Budget,
+        batch_size: int = 25,
+    ) -> None:
+        self.strategy = strategy
+        self.scorer = scorer
+        self.costs = costs
+        self.constraints = list(constraints)
+        self.objectives = list(objectives)
+        self.folder = folder
+        self.budget = budget
+        self.batch_size = batch_size
+        self.record = SearchRecord(folder)
+        self.elapsed = 0.0
+
+    @property
+    def state_path(self) -> Path:
+        return self.folder / "strategy_state.json"
+
+    def violations(self, arch: ArchConfig) -> list[float]:
+        return [c.violation(self.costs.cost(arch, c.metric)) for c in self.constraints]
+
+    def is_feasible(self, arch: ArchConfig) -> bool:
+        return all(v <= 0 for v in self.violations(arch))
+
+    def resume(self) -> None:
+        """Reload the record and the strategy; tell it what it was waiting on, if recorded."""
+        self.record.load()
+        if self.record.rows:
+            self.elapsed = float(self.record.rows[-1]["elapsed_s"])
+        if self.state_path.exists():
+            try:
+                state = json.loads(self.state_path.read_text())
+            except json.JSONDecodeError as err:
+                raise AutomoeError(
+                    f"{self.state_path} is corrupt ({err}); start a new run"
+                ) from None
+            self.strategy.load_state_dict(state)
+        known = self.record.by_key()
+        waiting = [a for a in self.strategy.pending if a.key() in known]
+        if waiting:
+            self._tell(waiting, [known[a.key()] for a in waiting])
+
+    def _tell(self, archs: list[ArchConfig], rows: list[dict[str, Any]]) -> None:
+        values = [
+            None if row["objective"] is None else tuple(row[o] for o in self._value_keys())
+            for row in rows
+        ]
+        violations = [self.violations(a) if self.constraints else None for a in archs]
+        self.strategy.tell(archs, values, violations)
+        tmp = self.state_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.strategy.state_dict()))
+        tmp.replace(self.state_path)
+
+    def _value_keys(self) -> list[str]:
+        return ["objective" if o in ("loss", "bleu") else o for o in self.objectives]
+
+    def _row(self, arch: ArchConfig, score: dict[str, float], seconds: float) -> dict[str, Any]:
+        violations = self.violations(arch)
+        costs = self.costs.costs(arch)
+        return {
+            "index": len(self.record.rows),
+            "arch_key": arch.key(),
+            "objective": score.get("objective"),
+            "loss": score.get("loss"),
+            "bleu": score.get("bleu"),
+            **{k: costs.get(k) for k in ("latency_ms", "flops", "params")},
+            "feasible": all(v <= 0 for v in violations) and score.get("objective") is not None,
+            "violation": max(violations, default=0.0),
+            "eval_s": seconds,
+            "elapsed_s": self.elapsed,
+            "arch": arch.to_dict(),
+        }
+
+    def run(self, progress: bool = True) -> list[dict[str, Any]]:
+        known = self.record.by_key()
+        bar = tqdm(
+            total=self.budget.evaluations,
+            initial=len(self.record.rows),
+            disable=not progress,
+            unit="arch",
+            desc=f"search ({self.strategy.name})",
+        )
+        try:
+            while True:
+                left = self.budget.left(len(self.record.rows), self.elapsed)
+                if left <= 0:
+                    break
+                archs = self.strategy.ask(min(self.batch_size, left))
+                if not archs:
+                    break
+                new = [a for a in archs if a.key() not in known]
+                started = time.perf_counter()
+                scores = self.scorer(new) if new else []
+                seconds = (time.perf_counter() - started) / max(len(new), 1)
+                self.elapsed += time.perf_counter() - started
+                for arch, score in zip(new, scores, strict=True):
+                    row = self._row(arch, score, seconds)
+                    self.record.append(row)
+                    known[arch.key()] = row
+                bar.update(len(new))
+                self._tell(archs, [known[a.key()] for a in archs])
+                best = self.best()
+                if best is not None:
+                    bar.set_postfix(best=f"{best['objective']:.4f}", refresh=False)
+        finally:
+            bar.close()
+        return self.record.rows
+
+    def best(self) -> dict[str, Any] | None:
+        feasible = [r for r in self.record.rows if r["feasible"]]
+        return min(feasible, key=lambda r: r["objective"], default=None)
+
+    def front(self, cost: str) -> list[dict[str, Any]]:
+        """Feasible rows not dominated in (objective, cost)."""
+        rows = [r for r in self.record.rows if r["feasible"] and r.get(cost) is not None]
+        points = [(r["objective"], r[cost]) for r in rows]
+        return [rows[i] for i in pareto_front(points)]
