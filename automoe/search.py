@@ -62,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--metric", choices=METRICS, default="loss", help="loss (default) or bleu")
     p.add_argument("--latency", choices=["predicted", "measured"], default="predicted")
-    p.add_argument("--evaluations", type=int, default=300, help="architectures to score")
+    p.add_argument("--evaluations", type=int, help="architectures to score (default 300)")
     p.add_argument("--time-limit", type=float, help="minutes of scoring at most")
     p.add_argument("--batch", type=int, default=25, help="architectures scored per round")
     p.add_argument("--jobs", type=int, default=1, help="scoring worker processes")
@@ -113,7 +113,7 @@ def _settings(args: argparse.Namespace, supernet: str, predictor: str | None) ->
         "supernet": str(Path(supernet).resolve()),
         "predictor": str(Path(predictor).resolve()) if predictor else None,
         "space": args.space,
-        "evaluations": args.evaluations,
+        "evaluations": args.evaluations or 300,
         "valid_size": args.valid_size,
     }
 
@@ -165,6 +165,9 @@ def main(argv: list[str] | None = None) -> int:
         if not settings_path.is_file():
             raise AutomoeError(f"{run} holds no search to resume (no {SETTINGS_FILE})")
         settings = json.loads(settings_path.read_text())
+        if args.evaluations is not None:
+            settings["evaluations"] = args.evaluations
+            settings_path.write_text(json.dumps(settings, indent=2) + "\n")
     else:
         if (run / "evaluations.jsonl").exists():
             raise AutomoeError(
@@ -181,8 +184,6 @@ def main(argv: list[str] | None = None) -> int:
         if predictor is None and wants_latency and args.latency == "predicted":
             predictor = str(ensure_predictor(pipeline, supernet, progress=not args.no_progress))
         settings = _settings(args, supernet, predictor)
-        run.mkdir(parents=True, exist_ok=True)
-        settings_path.write_text(json.dumps(settings, indent=2) + "\n")
 
     net, tokenizer = load_model_file(settings["supernet"])
     if not isinstance(net, SuperNet):
@@ -201,6 +202,9 @@ def main(argv: list[str] | None = None) -> int:
     costs = _costs(net, tokenizer, settings, args.data_dir)
     constraints = [Constraint(**c) for c in settings["constraints"]]
     _check_reachable(space, costs, constraints)
+    if not args.resume:
+        run.mkdir(parents=True, exist_ok=True)
+        settings_path.write_text(json.dumps(settings, indent=2) + "\n")
     loop = SearchLoop(
         get_strategy(settings["strategy"])(
             space,
@@ -214,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
         constraints,
         settings["objectives"],
         run,
-        Budget(args.evaluations, args.time_limit * 60 if args.time_limit else None),
+        Budget(settings["evaluations"], args.time_limit * 60 if args.time_limit else None),
         args.batch,
     )
     if constraints:

@@ -1,0 +1,83 @@
+"""`python -m automoe.plot RUN [RUN...]`: redraw a search's figures from its run folders.
+
+Writes the loss-cost trade-off and the search progress (best feasible loss, hypervolume) as
+PNG and SVG; several runs (strategies, seeds) are overlaid on each figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from automoe.errors import AutomoeError, run_cli
+from automoe.plots import SEARCH_FILE, RunRecord, cost_axis, load_run, plot_progress, plot_tradeoff
+
+MARGIN = 1.1  # default reference: this much beyond the worst loss and cost seen
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m automoe.plot", description=__doc__)
+    p.add_argument("runs", nargs="+", metavar="RUN", help="search run folder(s)")
+    p.add_argument("--cost", default="latency_ms", help="latency_ms (default), flops or params")
+    p.add_argument("--out", help="folder for the figures (default: the first RUN's plots/)")
+    p.add_argument(
+        "--reference",
+        metavar="LOSS,COST",
+        help="hypervolume reference point, COST in the stored unit (ms, FLOPs, parameters); "
+        f"default: the first run's reference_point, else {MARGIN} x the largest loss and cost",
+    )
+    return p
+
+
+def parse_reference(text: str) -> tuple[float, float]:
+    """`LOSS,COST` as two finite numbers."""
+    parts = text.split(",")
+    try:
+        loss, cost = (float(part) for part in parts)
+    except ValueError:
+        raise AutomoeError(f"--reference {text!r}: write LOSS,COST, e.g. 9,200") from None
+    if not (math.isfinite(loss) and math.isfinite(cost)):
+        raise AutomoeError(f"--reference {text!r}: both numbers must be finite")
+    return loss, cost
+
+
+def default_reference(runs: Sequence[RunRecord], cost: str) -> tuple[tuple[float, float], str]:
+    """The first run's stored reference point, else a margin beyond the worst values seen;
+    returned with where it came from, since a hypervolume means nothing without it."""
+    stored = runs[0].search.get("reference_point")
+    if isinstance(stored, dict):
+        point = (stored.get("loss"), stored.get(cost))
+        if all(isinstance(v, (int, float)) and math.isfinite(v) for v in point):
+            return (float(point[0]), float(point[1])), f"from {runs[0].path / SEARCH_FILE}"
+    worst = []
+    for metric in ("loss", cost):
+        values = np.concatenate([run.column(metric) for run in runs])
+        if np.isnan(values).all():
+            raise AutomoeError(f"no evaluation reports {metric}; cannot choose a reference point")
+        worst.append(float(np.nanmax(values)) * MARGIN)
+    return (worst[0], worst[1]), f"{MARGIN} x the largest loss and {cost} evaluated"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    cost_axis(args.cost)  # an unknown cost fails before any folder is read
+    runs = [load_run(run) for run in args.runs]
+    if args.reference:
+        reference, source = parse_reference(args.reference), "from --reference"
+    else:
+        reference, source = default_reference(runs, args.cost)
+    loss, cost = reference
+    print(f"hypervolume reference point: loss={loss:g}, {args.cost}={cost:g} ({source})")
+    out = Path(args.out) if args.out else runs[0].path / "plots"
+    written = plot_tradeoff(runs, out, args.cost) + plot_progress(runs, out, reference, args.cost)
+    for path in written:
+        print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(run_cli(main))
