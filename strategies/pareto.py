@@ -1,60 +1,26 @@
 """Ranking told results: Deb's constrained domination with NSGA-II's non-dominated sorting and
-crowding distance, so one order serves single- and multi-objective selection alike."""
+crowding distance, so one order serves single- and multi-objective selection alike.
+
+The Pareto math itself lives in `automoe.pareto`; this module adds the strategy rules for
+infeasible and failed results.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+from automoe.pareto import crowding_distance, dominates, non_dominated_sort
+from automoe.pareto import pareto_front as front_indices
 from automoe.strategies.results import Result
 
+__all__ = ["crowding", "dominates", "fronts", "pareto_front", "rank"]
 
-def dominates(a: Sequence[float], b: Sequence[float]) -> bool:
-    """`a` is no worse than `b` everywhere and better somewhere (all objectives minimised)."""
-    return all(x <= y for x, y in zip(a, b, strict=True)) and any(
-        x < y for x, y in zip(a, b, strict=True)
-    )
-
-
-def fronts(points: Sequence[Sequence[float]]) -> list[list[int]]:
-    """Indices of `points` grouped into successive non-dominated fronts, each in input order."""
-    dominated_by = [0] * len(points)
-    beats: list[list[int]] = [[] for _ in points]
-    for i, p in enumerate(points):
-        for j in range(i + 1, len(points)):
-            if dominates(p, points[j]):
-                beats[i].append(j)
-                dominated_by[j] += 1
-            elif dominates(points[j], p):
-                beats[j].append(i)
-                dominated_by[i] += 1
-    out = []
-    current = [i for i, count in enumerate(dominated_by) if count == 0]
-    while current:
-        out.append(current)
-        following = []
-        for i in current:
-            for j in beats[i]:
-                dominated_by[j] -= 1
-                if dominated_by[j] == 0:
-                    following.append(j)
-        current = sorted(following)
-    return out
+fronts = non_dominated_sort  # the name strategies have always exported
 
 
 def crowding(points: Sequence[Sequence[float]]) -> list[float]:
-    """NSGA-II crowding distance of each point within its front (boundaries get infinity)."""
-    distance = [0.0] * len(points)
-    if len(points) < 3:
-        return [float("inf")] * len(points)
-    for m in range(len(points[0])):
-        order = sorted(range(len(points)), key=lambda i: (points[i][m], i))
-        low, high = points[order[0]][m], points[order[-1]][m]
-        distance[order[0]] = distance[order[-1]] = float("inf")
-        if high == low:
-            continue
-        for before, i, after in zip(order, order[1:], order[2:], strict=False):
-            distance[i] += (points[after][m] - points[before][m]) / (high - low)
-    return distance
+    """NSGA-II crowding distance of each point, taking all of `points` as one front."""
+    return crowding_distance(points, range(len(points)))
 
 
 def rank(results: Sequence[Result]) -> list[Result]:
@@ -70,8 +36,8 @@ def rank(results: Sequence[Result]) -> list[Result]:
     )
     points = [r.values for r in feasible]
     ordered: list[Result] = []
-    for front in fronts(points):  # type: ignore[arg-type]
-        distance = crowding([points[i] for i in front])  # type: ignore[misc]
+    for front in non_dominated_sort(points):  # type: ignore[arg-type]
+        distance = crowding_distance(points, front)  # type: ignore[arg-type]
         by_spread = sorted(range(len(front)), key=lambda k: (-distance[k], front[k]))
         ordered += [feasible[front[k]] for k in by_spread]
     return ordered + infeasible
@@ -81,5 +47,4 @@ def pareto_front(results: Sequence[Result]) -> list[Result]:
     """The feasible results no other feasible result dominates, in input order."""
     feasible = [r for r in results if r.feasible]
     points = [r.values for r in feasible]
-    front = fronts(points)[0] if feasible else []  # type: ignore[arg-type]
-    return [feasible[i] for i in front]
+    return [feasible[i] for i in front_indices(points)]  # type: ignore[arg-type]
