@@ -26,6 +26,8 @@ from automoe.cost import LatencySettings, latency_inputs, measure_latency
 from automoe.data import Tokenizer
 from automoe.errors import AutomoeError, run_cli
 from automoe.pipeline import PipelineSettings, ensure_predictor, ensure_supernet
+from automoe.plot import default_reference
+from automoe.plots import load_run, plot_progress, plot_tradeoff
 from automoe.predictors import CostPredictor
 from automoe.runs import load_model_file
 from automoe.scoring import METRICS, ArchScorer, ScorerPool, ScoringSettings
@@ -269,6 +271,13 @@ def _write_results(loop: SearchLoop, run: Path, settings: dict[str, Any], wall: 
         "ms_per_evaluation": 1000 * sum(r["eval_s"] for r in rows) / max(len(rows), 1),
     }
     (run / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    if settings["metric"] == "loss" and rows:
+        record = load_run(run)
+        for cost in measured:
+            plot_tradeoff([record], run / "plots", cost=cost)
+        if "latency_ms" in measured:
+            reference, _ = default_reference([record], "latency_ms")
+            plot_progress([record], run / "plots", reference, cost="latency_ms")
     print(
         f"{settings['strategy']}: {len(rows)} architectures scored, {summary['feasible']} feasible"
     )

@@ -84,6 +84,8 @@ def test_evolution_respects_constraint_and_writes_results(
     front = json.loads((run / "pareto.json").read_text())["flops"]
     assert best.key() in front
     assert (run / "evaluations.csv").read_text().count("\n") == 31
+    for cost in ("flops", "params"):
+        assert (run / "plots" / f"tradeoff_{cost}.png").stat().st_size > 0
 
 
 def test_resume_continues_without_rescoring(tmp_path: Path, tiny_run: Path, data_dir: Path) -> None:
