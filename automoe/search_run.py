@@ -39,6 +39,7 @@ EVALUATION_COLUMNS = [
     "feasible",
     "violation",
     "eval_s",
+    "ask_s",
     "elapsed_s",
     "arch",
 ]
@@ -135,6 +136,7 @@ class SearchLoop:
         self.batch_size = batch_size
         self.record = SearchRecord(folder)
         self.elapsed = 0.0
+        self.ask_s = 0.0
 
     @property
     def state_path(self) -> Path:
@@ -191,6 +193,7 @@ class SearchLoop:
             "feasible": all(v <= 0 for v in violations) and score.get("objective") is not None,
             "violation": max(violations, default=0.0),
             "eval_s": seconds,
+            "ask_s": self.ask_s,
             "elapsed_s": self.elapsed,
             "arch": arch.to_dict(),
         }
@@ -209,9 +212,11 @@ class SearchLoop:
                 left = self.budget.left(len(self.record.rows), self.elapsed)
                 if left <= 0:
                     break
+                asked = time.perf_counter()
                 archs = self.strategy.ask(min(self.batch_size, left))
                 if not archs:
                     break
+                self.ask_s = (time.perf_counter() - asked) / len(archs)
                 new = [a for a in archs if a.key() not in known]
                 started = time.perf_counter()
                 scores = self.scorer(new) if new else []
