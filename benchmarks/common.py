@@ -7,6 +7,7 @@ Every benchmark times its variants A, B, ... interleaved in one process (A B C, 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as _dt
 import json
 import os
@@ -26,12 +27,17 @@ if str(REPO) not in sys.path:  # run as `python benchmarks/x.py` without install
 
 import torch  # noqa: E402
 
+QUIET_CORES = 0.2  # a round is "quiet" if other processes used less than this many cores
+
 
 def base_parser(description: str) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=description)
     p.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (default 2)")
     p.add_argument("--repeats", type=int, default=None, help="timed rounds per variant")
     p.add_argument("--warmup", type=int, default=None, help="untimed rounds per variant")
+    p.add_argument(
+        "--max-rounds", type=int, default=None, help="cap on rounds incl. contended (2 x repeats)"
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=RESULTS, help="folder for <name>.json and <name>.md")
     p.add_argument("--no-write", action="store_true", help="print only, write no result files")
@@ -41,10 +47,8 @@ def base_parser(description: str) -> argparse.ArgumentParser:
 def set_threads(threads: int) -> None:
     """Fix intra-op threads (and inter-op to 1) before any timing."""
     torch.set_num_threads(threads)
-    try:
+    with contextlib.suppress(RuntimeError):  # already set once work started: harmless
         torch.set_num_interop_threads(1)
-    except RuntimeError:  # already set (parallel work has started): harmless for timing
-        pass
 
 
 def cpu_model() -> str:
@@ -70,6 +74,9 @@ def cpu_flags() -> list[str]:
     return []
 
 
+_ENV_PREFIXES = ("OMP_", "MKL_", "KMP_", "MALLOC_", "LD_PRELOAD", "GOMP_")
+
+
 def machine_info(threads: int) -> dict[str, Any]:
     """Facts every result file records: command, versions, threads, CPU, date."""
     command = "python " + " ".join(shlex.quote(a) for a in [_rel(sys.argv[0]), *sys.argv[1:]])
@@ -89,6 +96,7 @@ def machine_info(threads: int) -> dict[str, Any]:
         "logical_cpus": os.cpu_count(),
         "platform": platform.platform(),
         "loadavg_at_start": [round(x, 2) for x in load],
+        "env": {k: v for k, v in sorted(os.environ.items()) if k.startswith(_ENV_PREFIXES)},
     }
 
 
@@ -152,27 +160,54 @@ def timed(fn: Callable[[], Any]) -> float:
 
 
 def interleaved(
-    variants: Mapping[str, Callable[[], Any]], repeats: int, warmup: int = 1
-) -> dict[str, dict[str, list[float]]]:
+    variants: Mapping[str, Callable[[], Any]],
+    repeats: int,
+    warmup: int = 1,
+    max_rounds: int | None = None,
+    wait_s: float = 60.0,
+) -> dict[str, Any]:
     """Wall and process-CPU seconds per call of every variant, rounds interleaved.
 
     Round r runs the variants in an order rotated by r, so no variant always goes first.
-    CPU time sums this process's threads: under contention it grows less than wall time.
+    CPU time sums this process's threads. `other_cores[r]` is how many cores other processes
+    kept busy during round r. On a shared machine a contended round measures the scheduler,
+    so after one the run waits (up to `wait_s`) for quiet and adds rounds until it has
+    `repeats` quiet ones or has run `max_rounds` (default 2 x repeats) in all.
     """
     names = list(variants)
+    max_rounds = max(repeats, max_rounds or 2 * repeats)
     for _ in range(warmup):
         for name in names:
             variants[name]()
-    times: dict[str, dict[str, list[float]]] = {n: {"wall": [], "cpu": []} for n in names}
-    for r in range(repeats):
+    times: dict[str, Any] = {n: {"wall": [], "cpu": []} for n in names}
+    other: list[float] = []
+    r = 0
+    while r < max_rounds and (r < repeats or sum(x < QUIET_CORES for x in other) < repeats):
         k = r % len(names)
-        for name in names[k:] + names[:k]:
-            c0, t0 = time.process_time(), time.perf_counter()
-            variants[name]()
-            t1, c1 = time.perf_counter(), time.process_time()
-            times[name]["wall"].append(t1 - t0)
-            times[name]["cpu"].append(c1 - c0)
-    return times
+        with CpuMonitor() as mon:
+            for name in names[k:] + names[:k]:
+                c0, t0 = time.process_time(), time.perf_counter()
+                variants[name]()
+                t1, c1 = time.perf_counter(), time.process_time()
+                times[name]["wall"].append(t1 - t0)
+                times[name]["cpu"].append(c1 - c0)
+        other.append(round(mon.other_cores, 3))
+        if not other[-1] < QUIET_CORES and wait_s > 0:
+            wait_for_quiet(wait_s)
+        r += 1
+    return {"variants": times, "other_cores": other}
+
+
+def quiet_rounds(
+    other_cores: Sequence[float], threshold: float = 0.2, minimum: int = 3
+) -> list[int]:
+    """Indices of rounds where other processes used < threshold cores (all if too few)."""
+    quiet = [i for i, load in enumerate(other_cores) if not load >= threshold]
+    return quiet if len(quiet) >= minimum else list(range(len(other_cores)))
+
+
+def pick(samples: Sequence[float], rounds: Sequence[int]) -> list[float]:
+    return [samples[i] for i in rounds]
 
 
 def paired_ratio(a: Sequence[float], b: Sequence[float]) -> float:
@@ -192,6 +227,40 @@ def summary(samples: Sequence[float]) -> dict[str, float]:
         "q3_s": q[2],
         "n": len(s),
     }
+
+
+def analyse(run: Mapping[str, Any], baseline: str) -> dict[str, Any]:
+    """Per-variant medians and paired ratios to `baseline`, over quiet rounds and all rounds.
+
+    The quiet-round figures are the headline ones: on a shared 2-core machine, a round in
+    which another process held a core measures the scheduler rather than the code.
+    """
+    loads = run["other_cores"]
+    quiet = quiet_rounds(loads)
+    found = sum(1 for load in loads if load < QUIET_CORES)
+    out: dict[str, Any] = {
+        "rounds": len(loads),
+        "quiet_rounds_found": found,
+        "quiet_stats_use_all_rounds": len(quiet) == len(loads) and found < len(loads),
+        "other_cores_per_round": loads,
+        "variants": {},
+    }
+    base = run["variants"][baseline]
+    for name, t in run["variants"].items():
+        entry: dict[str, Any] = {}
+        for label, rounds in (("quiet", quiet), ("all", list(range(len(loads))))):
+            wall, cpu = pick(t["wall"], rounds), pick(t["cpu"], rounds)
+            entry[label] = {
+                "wall": summary(wall),
+                "cpu": summary(cpu),
+                "paired_ratio": paired_ratio(wall, pick(base["wall"], rounds)),
+                "ratio_of_medians": statistics.median(wall)
+                / statistics.median(pick(base["wall"], rounds)),
+                "cpu_ratio": statistics.median(cpu) / statistics.median(pick(base["cpu"], rounds)),
+            }
+        entry["samples_wall_s"] = [round(x, 5) for x in t["wall"]]
+        out["variants"][name] = entry
+    return out
 
 
 def matmul_rate(threads: int, sizes: Sequence[int] = (2048, 4096), repeats: int = 5) -> dict:
@@ -231,6 +300,7 @@ def machine_markdown(info: Mapping[str, Any]) -> str:
             f"- CPU: {info['cpu_model']} ({info['logical_cpus']} logical CPUs; "
             f"flags {', '.join(info['cpu_flags']) or 'n/a'})",
             f"- load average at start: {info['loadavg_at_start']}",
+            f"- environment: {info['env'] or 'no OMP_/MKL_/KMP_/MALLOC_ variables set'}",
         ]
     )
 
