@@ -37,13 +37,7 @@ def validation_loss(
     with inference(model):
         for batch in batches:
             batch = batch.to(device)
-            out = model(
-                batch.src_tokens,
-                batch.src_padding_mask,
-                batch.prev_output_tokens,
-                arch,
-                batch.task_ids,
-            )
+            out = model.forward_batch(batch, arch)
             part = label_smoothed_loss(out.logits, batch.target, model.config.pad_id, smoothing)
             loss += float(part.loss)
             nll += float(part.nll)

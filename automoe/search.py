@@ -253,7 +253,7 @@ def _check_reachable(space: SearchSpace, costs: CostModel, constraints: list[Con
 
 
 def _write_results(loop: SearchLoop, run: Path, settings: dict[str, Any], wall: float) -> None:
-    rows = loop.record.rows
+    rows = loop.rows
     measured = [c for c in COST_METRICS if any(r.get(c) is not None for r in rows)]
     fronts = {cost: loop.front(cost) for cost in measured}
     (run / "pareto.json").write_text(

@@ -9,11 +9,10 @@ architectures the strategy was waiting on are told from the record when it has t
 
 from __future__ import annotations
 
-import csv
 import json
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +22,7 @@ from automoe.arch import ArchConfig
 from automoe.constraints import Constraint
 from automoe.errors import AutomoeError
 from automoe.pareto import pareto_front
+from automoe.records import RecordLog
 from automoe.search_costs import CostModel
 from automoe.strategies import Strategy
 
@@ -58,58 +58,14 @@ class Budget:
         return max(self.evaluations - done, 0)
 
 
-@dataclass
-class SearchRecord:
-    """Every evaluation of the run, by architecture key, in evaluation order."""
-
-    folder: Path
-    rows: list[dict[str, Any]] = field(default_factory=list)
-
-    @property
-    def jsonl(self) -> Path:
-        return self.folder / "evaluations.jsonl"
-
-    @property
-    def csv(self) -> Path:
-        return self.folder / "evaluations.csv"
-
-    def load(self) -> None:
-        if self.jsonl.exists():
-            lines = self.jsonl.read_text().splitlines()
-            try:
-                self.rows = [json.loads(line) for line in lines if line.strip()]
-            except json.JSONDecodeError:
-                # a kill mid-write leaves at most one torn last line: keep what is whole
-                self.rows = []
-                for line in lines:
-                    try:
-                        self.rows.append(json.loads(line))
-                    except json.JSONDecodeError:
-                        break
-                self.jsonl.write_text("".join(json.dumps(r) + "\n" for r in self.rows))
-                self._rewrite_csv()
-
-    def by_key(self) -> dict[str, dict[str, Any]]:
-        return {row["arch_key"]: row for row in self.rows}
-
-    def append(self, row: dict[str, Any]) -> None:
-        self.rows.append(row)
-        with self.jsonl.open("a") as f:
-            f.write(json.dumps(row) + "\n")
-        self._write_csv_row(row)
-
-    def _write_csv_row(self, row: dict[str, Any]) -> None:
-        new = not self.csv.exists()
-        with self.csv.open("a", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=EVALUATION_COLUMNS, extrasaction="ignore")
-            if new:
-                writer.writeheader()
-            writer.writerow({**row, "arch": json.dumps(row["arch"], separators=(",", ":"))})
-
-    def _rewrite_csv(self) -> None:
-        self.csv.unlink(missing_ok=True)
-        for row in self.rows:
-            self._write_csv_row(row)
+def evaluation_log(folder: Path) -> RecordLog:
+    """Every evaluation of a run, the architecture as one JSON cell in the CSV."""
+    return RecordLog(
+        folder,
+        "evaluations",
+        EVALUATION_COLUMNS,
+        lambda row: {**row, "arch": json.dumps(row["arch"], separators=(",", ":"))},
+    )
 
 
 class SearchLoop:
@@ -134,7 +90,8 @@ class SearchLoop:
         self.folder = folder
         self.budget = budget
         self.batch_size = batch_size
-        self.record = SearchRecord(folder)
+        self.log = evaluation_log(folder)
+        self.rows: list[dict[str, Any]] = []
         self.elapsed = 0.0
         self.ask_s = 0.0
 
@@ -150,9 +107,9 @@ class SearchLoop:
 
     def resume(self) -> None:
         """Reload the record and the strategy; tell it what it was waiting on, if recorded."""
-        self.record.load()
-        if self.record.rows:
-            self.elapsed = float(self.record.rows[-1]["elapsed_s"])
+        self.rows = self.log.read()
+        if self.rows:
+            self.elapsed = float(self.rows[-1]["elapsed_s"])
         if self.state_path.exists():
             try:
                 state = json.loads(self.state_path.read_text())
@@ -161,7 +118,7 @@ class SearchLoop:
                     f"{self.state_path} is corrupt ({err}); start a new run"
                 ) from None
             self.strategy.load_state_dict(state)
-        known = self.record.by_key()
+        known = {row["arch_key"]: row for row in self.rows}
         waiting = [a for a in self.strategy.pending if a.key() in known]
         if waiting:
             self._tell(waiting, [known[a.key()] for a in waiting])
@@ -184,7 +141,7 @@ class SearchLoop:
         violations = self.violations(arch)
         costs = self.costs.costs(arch)
         return {
-            "index": len(self.record.rows),
+            "index": len(self.rows),
             "arch_key": arch.key(),
             "objective": score.get("objective"),
             "loss": score.get("loss"),
@@ -199,17 +156,17 @@ class SearchLoop:
         }
 
     def run(self, progress: bool = True) -> list[dict[str, Any]]:
-        known = self.record.by_key()
+        known = {row["arch_key"]: row for row in self.rows}
         bar = tqdm(
             total=self.budget.evaluations,
-            initial=len(self.record.rows),
+            initial=len(self.rows),
             disable=not progress,
             unit="arch",
             desc=f"search ({self.strategy.name})",
         )
         try:
             while True:
-                left = self.budget.left(len(self.record.rows), self.elapsed)
+                left = self.budget.left(len(self.rows), self.elapsed)
                 if left <= 0:
                     break
                 asked = time.perf_counter()
@@ -224,7 +181,8 @@ class SearchLoop:
                 self.elapsed += time.perf_counter() - started
                 for arch, score in zip(new, scores, strict=True):
                     row = self._row(arch, score, seconds)
-                    self.record.append(row)
+                    self.rows.append(row)
+                    self.log.append(row)
                     known[arch.key()] = row
                 bar.update(len(new))
                 self._tell(archs, [known[a.key()] for a in archs])
@@ -233,14 +191,14 @@ class SearchLoop:
                     bar.set_postfix(best=f"{best['objective']:.4f}", refresh=False)
         finally:
             bar.close()
-        return self.record.rows
+        return self.rows
 
     def best(self) -> dict[str, Any] | None:
-        feasible = [r for r in self.record.rows if r["feasible"]]
+        feasible = [r for r in self.rows if r["feasible"]]
         return min(feasible, key=lambda r: r["objective"], default=None)
 
     def front(self, cost: str) -> list[dict[str, Any]]:
         """Feasible rows not dominated in (objective, cost)."""
-        rows = [r for r in self.record.rows if r["feasible"] and r.get(cost) is not None]
+        rows = [r for r in self.rows if r["feasible"] and r.get(cost) is not None]
         points = [(r["objective"], r[cost]) for r in rows]
         return [rows[i] for i in pareto_front(points)]

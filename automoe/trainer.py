@@ -7,8 +7,6 @@ from a checkpoint therefore continues exactly as if it had never stopped.
 
 from __future__ import annotations
 
-import csv
-import json
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -24,6 +22,7 @@ from automoe.data import Batch
 from automoe.errors import AutomoeError
 from automoe.evaluation import validation_loss
 from automoe.objectives import label_smoothed_loss
+from automoe.records import RecordLog
 from automoe.schedule import warmup_cosine
 from automoe.supernet.model import load_checkpoint_file
 from automoe.supernet.supernet import SuperNet
@@ -144,13 +143,7 @@ class SuperNetTrainer:
         loss_sum = nll_sum = balance_sum = 0.0
         for arch in archs:
             for batch in batches:
-                out = self.net(
-                    batch.src_tokens,
-                    batch.src_padding_mask,
-                    batch.prev_output_tokens,
-                    arch,
-                    batch.task_ids,
-                )
+                out = self.net.forward_batch(batch, arch)
                 part = label_smoothed_loss(
                     out.logits, batch.target, self.net.config.pad_id, s.label_smoothing
                 )
@@ -194,8 +187,8 @@ class SuperNetTrainer:
         end = min(s.max_steps, stop_at or s.max_steps)
         deadline = time.monotonic() + time_limit if time_limit else math.inf
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        log = MetricsLog(self.run_dir)
-        log.truncate(self.step)
+        log = metrics_log(self.run_dir)
+        log.rewrite([row for row in log.read() if row["step"] <= self.step])
         last: dict[str, Any] = {}
         bar = tqdm(
             total=s.max_steps,
@@ -223,7 +216,7 @@ class SuperNetTrainer:
                     row["tokens_per_s"] = window_tokens / max(now - window_start, 1e-9)
                     row["elapsed_s"] = self.elapsed
                     window_tokens, window_start = 0, now
-                    log.write(row)
+                    log.append(row)
                     bar.set_postfix(
                         loss=f"{row['loss']:.3f}", tok_s=f"{row['tokens_per_s']:.0f}", refresh=False
                     )
@@ -294,32 +287,5 @@ def _plain(value: Any) -> Any:
     return list(value) if isinstance(value, tuple) else value
 
 
-class MetricsLog:
-    """Appends one JSON line and one CSV row per logged step, flushed at once."""
-
-    def __init__(self, run_dir: Path) -> None:
-        self.jsonl = run_dir / "metrics.jsonl"
-        self.csv = run_dir / "metrics.csv"
-
-    def truncate(self, step: int) -> None:
-        """Drop rows logged after `step`: a resumed run logs those steps again."""
-        if self.jsonl.exists():
-            rows = [json.loads(line) for line in self.jsonl.read_text().splitlines() if line]
-            kept = [r for r in rows if r["step"] <= step]
-            self.jsonl.write_text("".join(json.dumps(r) + "\n" for r in kept))
-            self.csv.unlink(missing_ok=True)
-            for r in kept:
-                self._write_csv(r)
-
-    def write(self, row: dict[str, Any]) -> None:
-        with self.jsonl.open("a") as f:
-            f.write(json.dumps(row) + "\n")
-        self._write_csv(row)
-
-    def _write_csv(self, row: dict[str, Any]) -> None:
-        new = not self.csv.exists()
-        with self.csv.open("a", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=METRIC_FIELDS, extrasaction="ignore")
-            if new:
-                writer.writeheader()
-            writer.writerow(row)
+def metrics_log(run_dir: Path) -> RecordLog:
+    return RecordLog(run_dir, "metrics", METRIC_FIELDS)

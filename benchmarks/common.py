@@ -27,6 +27,8 @@ if str(REPO) not in sys.path:  # run as `python benchmarks/x.py` without install
 
 import torch  # noqa: E402
 
+from automoe.cost.machine import cpu_model  # noqa: E402
+
 QUIET_CORES = 0.2  # a round is "quiet" if other processes used less than this many cores
 
 
@@ -49,16 +51,6 @@ def set_threads(threads: int) -> None:
     torch.set_num_threads(threads)
     with contextlib.suppress(RuntimeError):  # already set once work started: harmless
         torch.set_num_interop_threads(1)
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def cpu_flags() -> list[str]:

@@ -299,13 +299,7 @@ def routing_fractions(
     with inference(model):
         for batch in batches:
             batch = batch.to(device)
-            out = model(
-                batch.src_tokens,
-                batch.src_padding_mask,
-                batch.prev_output_tokens,
-                arch,
-                batch.task_ids,
-            )
+            out = model.forward_batch(batch, arch)
             for side, stats in (("encoder", out.encoder_stats), ("decoder", out.decoder_stats)):
                 for i, st in enumerate(stats):
                     if st is not None:

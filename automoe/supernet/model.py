@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from automoe.arch import ArchConfig, ArchError
+from automoe.data import Batch
 from automoe.errors import AutomoeError
 from automoe.supernet.layers import (
     DecoderLayer,
@@ -277,6 +278,16 @@ class Transformer(nn.Module):
         logits, dec_stats = self.decode(prev_output_tokens, enc, arch, task_ids)
         balance = _mean_balance_loss(enc.stats + dec_stats, logits)
         return ModelOutput(logits, balance, enc.stats, dec_stats)
+
+    def forward_batch(self, batch: Batch, arch: ArchConfig | None = None) -> ModelOutput:
+        """`forward` on a data batch already on this model's device."""
+        return self(
+            batch.src_tokens,
+            batch.src_padding_mask,
+            batch.prev_output_tokens,
+            arch,
+            batch.task_ids,
+        )
 
     @staticmethod
     def reorder_cache(cache: DecoderCache, index: Tensor) -> None:
