@@ -183,7 +183,12 @@ def main(argv: list[str] | None = None) -> int:
         supernet = args.supernet or str(ensure_supernet(pipeline, progress=not args.no_progress))
         predictor = args.predictor
         wants_latency = any("latency" in c for c in args.constraint) or "latency" in args.objectives
-        if predictor is None and wants_latency and args.latency == "predicted":
+        default_pipeline = args.supernet is None  # the whole pipeline includes its predictor
+        if (
+            predictor is None
+            and args.latency == "predicted"
+            and (wants_latency or default_pipeline)
+        ):
             predictor = str(ensure_predictor(pipeline, supernet, progress=not args.no_progress))
         settings = _settings(args, supernet, predictor)
 
