@@ -190,6 +190,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--archs", nargs="+", default=list(ARCHS), choices=list(ARCHS))
     p.add_argument("--wait-quiet", type=float, default=120.0, help="max s to wait for quiet CPUs")
     p.add_argument("--suffix", default="", help="result name suffix, e.g. '.threads1'")
+    p.add_argument(
+        "--keep-contended",
+        action="store_true",
+        help="write a contended run under the plain name (default: '<name>.contended.*')",
+    )
     args = p.parse_args(argv)
     repeats = args.repeats or 10
     warmup = 2 if args.warmup is None else args.warmup
@@ -401,7 +406,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(md)
     if not args.no_write:
-        common.write_results(args.out, NAME + args.suffix, payload, md)
+        # a contended run must not replace a clean result file by accident
+        tag = ".contended" if payload["contended"] and not args.keep_contended else ""
+        common.write_results(args.out, NAME + args.suffix + tag, payload, md)
     return 0
 
 

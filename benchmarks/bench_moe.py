@@ -112,6 +112,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--naive-tokens", type=int, default=128, help="tokens for the naive loop")
     p.add_argument("--wait-quiet", type=float, default=120.0, help="max s to wait for quiet CPUs")
     p.add_argument("--suffix", default="", help="result name suffix, e.g. '.threads1'")
+    p.add_argument(
+        "--keep-contended",
+        action="store_true",
+        help="write a contended run under the plain name (default: '<name>.contended.*')",
+    )
     args = p.parse_args(argv)
     repeats = args.repeats or 15
     warmup = 2 if args.warmup is None else args.warmup
@@ -272,7 +277,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(md)
     if not args.no_write:
-        common.write_results(args.out, NAME + args.suffix, payload, md)
+        # a contended run must not replace a clean result file by accident
+        tag = ".contended" if payload["contended"] and not args.keep_contended else ""
+        common.write_results(args.out, NAME + args.suffix + tag, payload, md)
     return 0
 
 

@@ -29,7 +29,9 @@ import torch  # noqa: E402
 
 from automoe.cost.machine import cpu_model  # noqa: E402
 
-QUIET_CORES = 0.2  # a round is "quiet" if other processes used less than this many cores
+# A round is "quiet" if other processes used fewer cores than this: 0.2 plus the cores our
+# threads leave free (`set_threads` updates it), so a 1-thread run on 2 cores tolerates 1.
+QUIET_CORES = 0.2
 
 
 def base_parser(description: str) -> argparse.ArgumentParser:
@@ -48,7 +50,9 @@ def base_parser(description: str) -> argparse.ArgumentParser:
 
 def set_threads(threads: int) -> None:
     """Fix intra-op threads (and inter-op to 1) before any timing."""
+    global QUIET_CORES
     torch.set_num_threads(threads)
+    QUIET_CORES = 0.2 + max(0, (os.cpu_count() or threads) - threads)
     with contextlib.suppress(RuntimeError):  # already set once work started: harmless
         torch.set_num_interop_threads(1)
 
@@ -132,8 +136,11 @@ class CpuMonitor:
         self.other_cores = max(0.0, (busy1 - busy0) - (own1 - own0)) / hz / elapsed
 
 
-def wait_for_quiet(max_wait_s: float, threshold: float = 0.25, window_s: float = 2.0) -> dict:
+def wait_for_quiet(
+    max_wait_s: float, threshold: float | None = None, window_s: float = 2.0
+) -> dict:
     """Wait (up to max_wait_s) until other processes use < threshold cores; say what happened."""
+    threshold = QUIET_CORES if threshold is None else threshold
     start = time.perf_counter()
     load = float("nan")
     while True:
