@@ -5,6 +5,11 @@ never disagree with itself about how many layers it has. Every MoE layer is desc
 FFN width of each of its experts (one entry = a dense FFN; width 0 = an identity "skip"
 expert), which covers HAT's per-layer FFN width, AutoMoE's expert count and fractional
 experts of different sizes in one layer.
+
+Each MoE layer also names its routing granularity (Task-MoE): by token, by source sentence
+or by task. A dense layer has no router, so its routing is always "token"; an architecture
+whose layers all route by token writes no routing fields, which keeps the files and hashes
+of token-routed architectures what they were before routing became a dimension.
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +37,8 @@ _PER_LAYER_DECODER = (
     "decoder_cross_layers",
     "decoder_top_k",
 )
+ROUTING_MODES = ("token", "sentence", "task")
+_ROUTING_FIELDS = ("encoder_routing", "decoder_routing")
 
 
 def _int_tuple(name: str, value: Any) -> tuple[int, ...]:
@@ -64,6 +71,8 @@ class ArchConfig:
     decoder_cross_heads: tuple[int, ...]
     decoder_cross_layers: tuple[int, ...]
     decoder_top_k: tuple[int, ...]
+    encoder_routing: tuple[str, ...] = field(default=())
+    decoder_routing: tuple[str, ...] = field(default=())
 
     def __post_init__(self) -> None:
         for name in ("encoder_embed_dim", "decoder_embed_dim"):
@@ -105,12 +114,40 @@ class ArchConfig:
             for i, (k, e) in enumerate(zip(getattr(self, f"{side}_top_k"), experts, strict=True)):
                 if k > e:
                     raise ArchError(f"{side}_top_k[{i}] = {k} exceeds the layer's {e} experts")
+        for side in ("encoder", "decoder"):
+            self._set_routing(side)
         for i, n in enumerate(self.decoder_cross_layers):
             if n > self.encoder_layers:
                 raise ArchError(
                     f"decoder_cross_layers[{i}] = {n} exceeds the {self.encoder_layers} "
                     "encoder layers"
                 )
+
+    def _set_routing(self, side: str) -> None:
+        """Fill absent routing with "token" and canonicalise dense layers to "token"."""
+        name = f"{side}_routing"
+        raw = getattr(self, name)
+        experts = getattr(self, f"{side}_experts")
+        if isinstance(raw, (str, bytes)) or not isinstance(raw, Iterable):
+            raise ArchError(f"{name} must be a list of routing modes, got {raw!r}")
+        modes = tuple(raw)
+        if all(m == "token" for m in modes):  # the default adapts to the depth
+            modes = ("token",) * len(experts)
+        if len(modes) != len(experts):
+            raise ArchError(
+                f"{name} has {len(modes)} entries but the {side} has {len(experts)} layers"
+            )
+        for i, mode in enumerate(modes):
+            if mode not in ROUTING_MODES:
+                raise ArchError(
+                    f"{name}[{i}] = {mode!r} is not a routing mode {list(ROUTING_MODES)}"
+                )
+        canonical = tuple("token" if e == 1 else m for m, e in zip(modes, experts, strict=True))
+        object.__setattr__(self, name, canonical)
+
+    @property
+    def routes_by_token_only(self) -> bool:
+        return all(m == "token" for m in self.encoder_routing + self.decoder_routing)
 
     @property
     def encoder_layers(self) -> int:
@@ -132,6 +169,8 @@ class ArchConfig:
         """Plain lists and ints, in field order: what JSON and YAML files hold."""
         out: dict[str, Any] = {}
         for f in fields(self):
+            if f.name in _ROUTING_FIELDS and self.routes_by_token_only:
+                continue
             value = getattr(self, f.name)
             if f.name.endswith("_ffn_dims"):
                 out[f.name] = [list(layer) for layer in value]
@@ -151,10 +190,10 @@ class ArchConfig:
         unknown = sorted(set(data) - set(names))
         if unknown:
             raise ArchError(f"unknown architecture field(s) {unknown}; expected {names}")
-        missing = [n for n in names if n not in data]
+        missing = [n for n in names if n not in data and n not in _ROUTING_FIELDS]
         if missing:
             raise ArchError(f"architecture is missing field(s) {missing}")
-        return cls(**{n: data[n] for n in names})
+        return cls(**{n: data[n] for n in names if n in data})
 
     def to_json(self) -> str:
         """Canonical one-line JSON: equal architectures give equal strings."""

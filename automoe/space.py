@@ -22,7 +22,7 @@ from typing import Any
 
 import yaml
 
-from automoe.arch import ArchConfig, ArchError
+from automoe.arch import ROUTING_MODES, ArchConfig, ArchError
 from automoe.errors import AutomoeError
 
 
@@ -54,6 +54,8 @@ _SIDE_KEYS = {
         "top_k",
     ),
 }
+# Optional per-side key: the routing granularities MoE layers may use (default: token only).
+_ROUTING_KEY = "routing"
 _HEAD_KEYS = {"encoder": ("heads",), "decoder": ("self_heads", "cross_heads")}
 # Per-layer scalar genes; each is the ArchConfig tuple field f"{side}_{key}".
 _LAYER_KEYS = {
@@ -73,12 +75,14 @@ class _Layer:
 
     genes: dict[str, int]
     widths: list[int]
+    routing: str = "token"
 
 
 def _layers(arch: ArchConfig, side: str) -> list[_Layer]:
     columns = {key: getattr(arch, f"{side}_{key}") for key in _LAYER_KEYS[side]}
+    routing = getattr(arch, f"{side}_routing")
     return [
-        _Layer({key: values[i] for key, values in columns.items()}, list(widths))
+        _Layer({key: values[i] for key, values in columns.items()}, list(widths), routing[i])
         for i, widths in enumerate(getattr(arch, f"{side}_ffn_dims"))
     ]
 
@@ -90,20 +94,24 @@ def _build(embeds: Mapping[str, int], stacks: Mapping[str, Sequence[_Layer]]) ->
         fields[f"{side}_ffn_dims"] = tuple(tuple(layer.widths) for layer in stacks[side])
         for key in _LAYER_KEYS[side]:
             fields[f"{side}_{key}"] = tuple(layer.genes[key] for layer in stacks[side])
+        fields[f"{side}_routing"] = tuple(layer.routing for layer in stacks[side])
     return ArchConfig(**fields)
 
 
-def _check_keys(source: str, where: str, data: Any, allowed: Sequence[str]) -> None:
+def _check_keys(
+    source: str, where: str, data: Any, allowed: Sequence[str], optional: Sequence[str] = ()
+) -> None:
     if not isinstance(data, Mapping):
         label = where.rstrip(".") or "the search space"
         raise SpaceError(
             f"{source}: {label} = {data!r} must be a mapping with keys {list(allowed)}"
         )
-    unknown = [key for key in data if key not in allowed]
+    unknown = [key for key in data if key not in allowed and key not in optional]
     if unknown:
         key = unknown[0]
         raise SpaceError(
-            f"{source}: unknown key {where}{key} (= {data[key]!r}); allowed keys: {list(allowed)}"
+            f"{source}: unknown key {where}{key} (= {data[key]!r}); allowed keys: "
+            f"{list(allowed) + list(optional)}"
         )
     missing = [key for key in allowed if key not in data]
     if missing:
@@ -135,6 +143,23 @@ def _choices(source: str, key: str, value: Any) -> tuple[int, ...]:
     return tuple(sorted(value))
 
 
+def _routing_choices(source: str, key: str, value: Any) -> tuple[str, ...]:
+    """Distinct routing modes in the order given (the first is the default)."""
+    if not isinstance(value, list) or not value:
+        raise SpaceError(
+            f"{source}: {key} = {value!r} must be a non-empty list of routing modes "
+            f"from {list(ROUTING_MODES)}"
+        )
+    for item in value:
+        if item not in ROUTING_MODES:
+            raise SpaceError(
+                f"{source}: {key} = {value!r}: {item!r} is not a routing mode {list(ROUTING_MODES)}"
+            )
+    if len(set(value)) != len(value):
+        raise SpaceError(f"{source}: {key} = {value!r} repeats a choice")
+    return tuple(value)
+
+
 def _preset_dir() -> Any:
     return resources.files("automoe") / "spaces"
 
@@ -163,12 +188,16 @@ class SearchSpace:
         self.fractional_experts: bool = data["fractional_experts"]
         self.identity_experts: bool = data["identity_experts"]
         sides = {}
+        routing = {}
         for side in _SIDES:
-            _check_keys(source, f"{side}.", data[side], _SIDE_KEYS[side])
+            _check_keys(source, f"{side}.", data[side], _SIDE_KEYS[side], (_ROUTING_KEY,))
             sides[side] = {
                 key: _choices(source, f"{side}.{key}", data[side][key]) for key in _SIDE_KEYS[side]
             }
             self._check_side(side, sides[side])
+            raw = data[side].get(_ROUTING_KEY, ["token"])
+            routing[side] = _routing_choices(source, f"{side}.{_ROUTING_KEY}", raw)
+        self.routing: Mapping[str, tuple[str, ...]] = MappingProxyType(routing)
         self.encoder: Mapping[str, tuple[int, ...]] = MappingProxyType(sides["encoder"])
         self.decoder: Mapping[str, tuple[int, ...]] = MappingProxyType(sides["decoder"])
         cross = self.decoder["cross_layers"]
@@ -254,9 +283,19 @@ class SearchSpace:
             "max_experts": self.max_experts,
             "fractional_experts": self.fractional_experts,
             "identity_experts": self.identity_experts,
-            "encoder": {key: list(values) for key, values in self.encoder.items()},
-            "decoder": {key: list(values) for key, values in self.decoder.items()},
+            "encoder": self._side_dict("encoder"),
+            "decoder": self._side_dict("decoder"),
         }
+
+    def _side_dict(self, side: str) -> dict[str, Any]:
+        out: dict[str, Any] = {key: list(values) for key, values in self._side(side).items()}
+        if self.routing[side] != ("token",):
+            out[_ROUTING_KEY] = list(self.routing[side])
+        return out
+
+    def routing_modes(self) -> tuple[str, ...]:
+        """Every routing granularity an architecture of this space may use (SuperNet routers)."""
+        return tuple(dict.fromkeys(self.routing["encoder"] + self.routing["decoder"]))
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, SearchSpace) and self.to_dict() == other.to_dict()
@@ -298,6 +337,8 @@ class SearchSpace:
                 self._check(f"{side}_experts[{i}]", len(layer.widths), choices["experts"])
                 for j, width in enumerate(layer.widths):
                     self._check(f"{side}_ffn_dims[{i}][{j}]", width, self._width_options(side))
+                if len(layer.widths) > 1:
+                    self._check(f"{side}_routing[{i}]", layer.routing, self.routing[side])
                 if not self.fractional_experts and len(set(layer.widths) - {0}) > 1:
                     raise SpaceError(
                         f"{side}_ffn_dims[{i}] = {layer.widths} mixes expert widths, but space "
@@ -305,7 +346,7 @@ class SearchSpace:
                         "one width)"
                     )
 
-    def _check(self, field: str, value: int, allowed: Sequence[int]) -> None:
+    def _check(self, field: str, value: Any, allowed: Sequence[Any]) -> None:
         if value not in allowed:
             raise SpaceError(
                 f"{field} = {value} is not in the space's choices {list(allowed)} "
@@ -336,7 +377,9 @@ class SearchSpace:
         if side == "decoder":
             count *= len(self._cross_options(encoder_layers))
         return count * sum(
-            self._width_tuples(side, e) * len(self._top_k_options(side, e))
+            self._width_tuples(side, e)
+            * len(self._top_k_options(side, e))
+            * (len(self.routing[side]) if e > 1 else 1)
             for e in choices["experts"]
         )
 
@@ -360,7 +403,10 @@ class SearchSpace:
             if side == "decoder":
                 genes["cross_layers"] = self._cross_options(depth)[pick]
             genes["top_k"] = self._top_k_options(side, len(layer_widths))[pick]
-            stacks[side] = [_Layer(genes, layer_widths) for _ in range(choices["layers"][pick])]
+            routing = self.routing[side][0]
+            stacks[side] = [
+                _Layer(genes, layer_widths, routing) for _ in range(choices["layers"][pick])
+            ]
         return _build(embeds, stacks)
 
     def largest(self) -> ArchConfig:
@@ -412,7 +458,12 @@ class SearchSpace:
             if any(widths):
                 break
         genes["top_k"] = rng.choice(self._top_k_options(side, experts))
-        return _Layer(genes, widths)
+        return _Layer(genes, widths, self._draw_routing(side, rng))
+
+    def _draw_routing(self, side: str, rng: random.Random) -> str:
+        """A routing mode; spaces with one mode draw nothing, so their samples stay unchanged."""
+        modes = self.routing[side]
+        return rng.choice(modes) if len(modes) > 1 else modes[0]
 
     def _expert_options(self, side: str, width: int) -> tuple[int, ...]:
         """Choices of one expert's width gene; `width` is the layer's shared width when the
@@ -429,16 +480,20 @@ class SearchSpace:
         width: int,
         encoder_layers: int,
         rng: random.Random,
+        routing: str,
     ) -> _Layer:
         """Repair a recombined layer: a non-identity expert, top_k <= experts, cross_layers <=
-        the encoder depth (broken genes are resampled among the valid choices)."""
+        the encoder depth, a routing mode of the space (broken genes are resampled among the
+        valid choices)."""
         if not any(widths):
             widths[rng.randrange(len(widths))] = width
         if genes["top_k"] > len(widths):
             genes["top_k"] = rng.choice(self._top_k_options(side, len(widths)))
         if side == "decoder" and genes["cross_layers"] > encoder_layers:
             genes["cross_layers"] = rng.choice(self._cross_options(encoder_layers))
-        return _Layer(genes, widths)
+        if routing not in self.routing[side]:
+            routing = self._draw_routing(side, rng)
+        return _Layer(genes, widths, routing)
 
     def mutate(self, arch: ArchConfig, prob: float, rng: random.Random) -> ArchConfig:
         """Resample each gene of `arch` with probability `prob`; the result stays in the space.
@@ -499,7 +554,10 @@ class SearchSpace:
         widths += [rng.choice(options) for _ in range(experts - len(widths))]
         if hit():
             genes["top_k"] = rng.choice(self._top_k_options(side, experts))
-        return self._finish(side, genes, widths, width, encoder_layers, rng)
+        routing = layer.routing
+        if len(self.routing[side]) > 1 and hit():
+            routing = rng.choice(self.routing[side])
+        return self._finish(side, genes, widths, width, encoder_layers, rng, routing)
 
     def _carry(self, old: int, width: int) -> int:
         """An expert's width kept across a change of the layer's shared width."""
@@ -549,7 +607,10 @@ class SearchSpace:
         for j in range(experts):
             have = [parent.widths[j] for parent in (first, second) if j < len(parent.widths)]
             widths.append(self._carry(pick(have[0], have[-1]), width))
-        return self._finish(side, genes, widths, width, encoder_layers, rng)
+        routing = first.routing
+        if len(self.routing[side]) > 1:
+            routing = first.routing if rng.random() < 0.5 else second.routing
+        return self._finish(side, genes, widths, width, encoder_layers, rng, routing)
 
     # ----------------------------------------------------------------- numeric encoding
 
@@ -561,14 +622,20 @@ class SearchSpace:
             prefix = _PREFIX[side]
             names += [f"{prefix}_embed", f"{prefix}_layers"]
             for i in range(self._side(side)["layers"][-1]):
-                names += [f"{prefix}{i}_{column}" for column in _LAYER_COLUMNS[side]]
+                names += [f"{prefix}{i}_{column}" for column in self._columns(side)]
                 names += [f"{prefix}{i}_expert{j}_ffn" for j in range(self.max_experts)]
         return names
+
+    def _columns(self, side: str) -> tuple[str, ...]:
+        """Per-layer encoding columns; `routing` only where the space offers several modes."""
+        extra = ("routing",) if len(self.routing[side]) > 1 else ()
+        return _LAYER_COLUMNS[side] + extra
 
     def encode(self, arch: ArchConfig) -> list[int]:
         """A fixed-length integer vector for predictors; slots of absent layers/experts are 0.
 
-        The expert count has its own column because width 0 is also an identity expert.
+        The expert count has its own column because width 0 is also an identity expert; a
+        routing column holds 1 + the mode's index in the space's choices (0 for dense layers).
         """
         self.validate(arch)
         vector: list[int] = []
@@ -577,10 +644,15 @@ class SearchSpace:
             vector += [getattr(arch, f"{side}_embed_dim"), len(layers)]
             for i in range(self._side(side)["layers"][-1]):
                 if i >= len(layers):
-                    vector += [0] * (len(_LAYER_COLUMNS[side]) + self.max_experts)
+                    vector += [0] * (len(self._columns(side)) + self.max_experts)
                     continue
-                genes = {**layers[i].genes, "experts": len(layers[i].widths)}
-                vector += [genes[column] for column in _LAYER_COLUMNS[side]]
+                experts = len(layers[i].widths)
+                genes = {**layers[i].genes, "experts": experts}
+                if experts > 1:
+                    genes["routing"] = self.routing[side].index(layers[i].routing) + 1
+                else:
+                    genes["routing"] = 0
+                vector += [genes[column] for column in self._columns(side)]
                 vector += layers[i].widths + [0] * (self.max_experts - len(layers[i].widths))
         return vector
 
@@ -606,7 +678,7 @@ class SearchSpace:
             self._check(f"{prefix}_layers", depth, choices["layers"])
             stacks[side] = []
             for i in range(choices["layers"][-1]):
-                row = [f"{prefix}{i}_{column}" for column in _LAYER_COLUMNS[side]]
+                row = [f"{prefix}{i}_{column}" for column in self._columns(side)]
                 slots = [f"{prefix}{i}_expert{j}_ffn" for j in range(self.max_experts)]
                 if i >= depth:
                     self._zeros(cells, row + slots, f"the {side} has {depth} layers")
@@ -615,13 +687,26 @@ class SearchSpace:
                 self._check(f"{prefix}{i}_experts", experts, choices["experts"])
                 self._zeros(cells, slots[experts:], f"the layer has {experts} experts")
                 genes = {key: cells[f"{prefix}{i}_{key}"] for key in _LAYER_KEYS[side]}
-                stacks[side].append(_Layer(genes, [cells[slot] for slot in slots[:experts]]))
+                routing = self._decode_routing(cells, f"{prefix}{i}_routing", side, experts)
+                stacks[side].append(
+                    _Layer(genes, [cells[slot] for slot in slots[:experts]], routing)
+                )
         try:
             arch = _build(embeds, stacks)
         except ArchError as err:
             raise SpaceError(f"vector does not encode an architecture: {err}") from None
         self.validate(arch)
         return arch
+
+    def _decode_routing(self, cells: Mapping[str, int], name: str, side: str, experts: int) -> str:
+        modes = self.routing[side]
+        if name not in cells:
+            return modes[0]
+        if experts == 1:
+            self._zeros(cells, [name], "a dense layer has no router")
+            return "token"
+        self._check(name, cells[name], range(1, len(modes) + 1))
+        return modes[cells[name] - 1]
 
     @staticmethod
     def _zeros(cells: Mapping[str, int], names: Sequence[str], reason: str) -> None:

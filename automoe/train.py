@@ -24,7 +24,7 @@ from automoe.space import SearchSpace
 from automoe.supernet.supernet import SuperNet
 from automoe.trainer import SuperNetTrainer, TrainSettings
 
-MODEL_KEYS = ("dropout", "attention_dropout", "activation_dropout", "capacity_factor", "router")
+MODEL_KEYS = ("dropout", "attention_dropout", "activation_dropout", "capacity_factor")
 RESUMABLE = {
     "max_steps",
     "stop_at",
@@ -70,7 +70,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--attention-dropout", type=float)
     p.add_argument("--activation-dropout", type=float)
     p.add_argument("--capacity-factor", type=float, help="drop tokens over capacity (off)")
-    p.add_argument("--router", choices=["token"])
     p.add_argument("--stop-at", type=int, help="pause at this step (resume later)")
     p.add_argument("--time-limit", type=float, help="pause after this many minutes")
     p.add_argument("--device", help="auto (default), cpu or cuda")
@@ -141,7 +140,11 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(train_settings.seed)
     max_positions = max(256, data_settings.max_len + 2)
     net = SuperNet.build(
-        space, data.tokenizer.vocab_size, max_positions=max_positions, **settings["model"]
+        space,
+        data.tokenizer.vocab_size,
+        max_positions=max_positions,
+        num_tasks=len(data.tasks),
+        **settings["model"],
     )
     batcher = data.train_batcher()
     trainer = SuperNetTrainer(

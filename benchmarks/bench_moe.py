@@ -38,9 +38,9 @@ def balanced_inputs(layer: MoEFeedForward, x: torch.Tensor, seed: int) -> torch.
     g = torch.Generator().manual_seed(seed)
     target = torch.randperm(n, generator=g) % e
     with torch.no_grad():
-        layer.router.weight.zero_()
-        layer.router.bias.zero_()
-        layer.router.weight[:, :e] = torch.eye(e)
+        layer.routers["token"].weight.zero_()
+        layer.routers["token"].bias.zero_()
+        layer.routers["token"].weight[:, :e] = torch.eye(e)
     x = x.clone()
     x[:, :e] += 8.0 * torch.nn.functional.one_hot(target, e).to(x.dtype)
     return x
@@ -71,9 +71,10 @@ def naive_forward(layer: MoEFeedForward, x: torch.Tensor, widths: list[int]) -> 
     """Token-by-token top-1 MoE: what the vectorised dispatch replaces."""
     d = x.shape[1]
     rows = []
+    router = layer.routers["token"]
     for t in range(x.shape[0]):
         xt = x[t]
-        probs = torch.softmax(layer.router.weight[: len(widths), :d] @ xt + layer.router.bias, 0)
+        probs = torch.softmax(router.weight[: len(widths), :d] @ xt + router.bias, 0)
         gate, e = probs.max(0)
         expert, w = layer.experts[int(e)], widths[int(e)]
         h = torch.relu(expert.fc1.weight[:w, :d] @ xt + expert.fc1.bias[:w])

@@ -11,12 +11,14 @@ Two genes depend on others: `top_k` must not exceed the layer's expert count and
 layer's `cross_layers` must not exceed the encoder depth. Their genes range over every choice
 and are clamped to the largest valid one, so each gene keeps one fixed range; several gene
 vectors may then give the same architecture. A layer whose experts all came out as identities
-gets its first expert at the narrowest width.
+gets its first expert at the narrowest width. A layer's routing mode is a gene only when it
+has several experts and the space offers several modes.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from automoe.arch import ArchConfig
 from automoe.space import SearchSpace
@@ -27,7 +29,7 @@ _SIDES = (("encoder", "enc"), ("decoder", "dec"))
 _HEADS = {"encoder": ("heads",), "decoder": ("self_heads", "cross_heads")}
 
 
-def _choose(pick: Pick, name: str, options: Sequence[int]) -> int:
+def _choose(pick: Pick, name: str, options: Sequence[Any]) -> Any:
     """A gene's value; genes with a single option are not asked."""
     return options[pick(name, len(options))] if len(options) > 1 else options[0]
 
@@ -66,6 +68,7 @@ def decode(space: SearchSpace, pick: Pick) -> ArchConfig:
             key: [] for key in (*_HEADS[side], "cross_layers", "top_k")
         }
         ffn_dims = []
+        routing = []
         for i in range(depth):
             layer = f"{prefix}{i}"
             for key in _HEADS[side]:
@@ -79,7 +82,10 @@ def decode(space: SearchSpace, pick: Pick) -> ArchConfig:
             top_k = _choose(pick, f"{layer}_top_k", choices["top_k"])
             columns["top_k"].append(_clamp(top_k, choices["top_k"], experts))
             ffn_dims.append(tuple(_widths(space, side, pick, layer, experts)))
+            modes = space.routing[side]
+            routing.append(_choose(pick, f"{layer}_routing", modes) if experts > 1 else "token")
         fields[f"{side}_ffn_dims"] = tuple(ffn_dims)
+        fields[f"{side}_routing"] = tuple(routing)
         if side == "encoder":
             del columns["cross_layers"]
         for key, values in columns.items():

@@ -383,7 +383,7 @@ def test_routing_fractions_match_hand_counts() -> None:
                 chosen = logits.softmax(-1).topk(k, dim=-1).indices.reshape(-1)
                 hand[key] += torch.bincount(chosen, minlength=e)
 
-            hooks.append(layers[i].ffn.router.register_forward_hook(count))
+            hooks.append(layers[i].ffn.routers["token"].register_forward_hook(count))
     fractions = routing_fractions(model, MOE_ARCH, padded_batches())
     for h in hooks:
         h.remove()
@@ -408,8 +408,8 @@ def test_routing_fractions_follow_a_forced_router() -> None:
     arch = make_arch(16, 16, [((32, 8), 4, 1)], [((8, 16, 32), 4, 4, 1, 2)])
     with torch.no_grad():
         for router, bias in (
-            (model.encoder_layers[0].ffn.router, [0.0, 50.0, 0.0]),
-            (model.decoder_layers[0].ffn.router, [50.0, 0.0, 50.0]),
+            (model.encoder_layers[0].ffn.routers["token"], [0.0, 50.0, 0.0]),
+            (model.decoder_layers[0].ffn.routers["token"], [50.0, 0.0, 50.0]),
         ):
             router.weight.zero_()
             router.bias.copy_(torch.tensor(bias))

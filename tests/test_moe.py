@@ -36,7 +36,10 @@ def expert_ref(layer: MoEFeedForward, i: int, width: int, x: torch.Tensor) -> to
 def route_ref(layer: MoEFeedForward, x: torch.Tensor, num_experts: int) -> torch.Tensor:
     """Router probabilities of one token over the first `num_experts` experts."""
     d = x.shape[0]
-    w, b = layer.router.weight[:num_experts, :d], layer.router.bias[:num_experts]
+    w, b = (
+        layer.routers["token"].weight[:num_experts, :d],
+        layer.routers["token"].bias[:num_experts],
+    )
     return torch.softmax(w @ x + b, dim=0)
 
 
@@ -161,14 +164,14 @@ def test_unused_experts_and_slices_get_no_gradient() -> None:
     assert e0.fc2.weight.grad[:, 10:].abs().sum() == 0
     assert e0.fc2.weight.grad[6:].abs().sum() == 0
     assert e0.fc1.weight.grad[:10, :6].abs().sum() > 0
-    assert layer.router.weight.grad[2:].abs().sum() == 0
-    assert layer.router.weight.grad[:, 6:].abs().sum() == 0
+    assert layer.routers["token"].weight.grad[2:].abs().sum() == 0
+    assert layer.routers["token"].weight.grad[:, 6:].abs().sum() == 0
 
 
 def test_one_expert_is_a_dense_ffn_without_router() -> None:
     torch.manual_seed(0)
     layer = MoEFeedForward(8, [16])
-    assert layer.router is None
+    assert len(layer.routers) == 0
     x = torch.randn(20, 8, requires_grad=True)
     out, stats = layer(x, [16], 1, context_for(20))
     assert stats is None
@@ -197,10 +200,10 @@ def two_way_layer(
     """Routing decided by the sign of feature 0: positive -> expert 0, negative -> expert 1."""
     layer = make_layer(4, [8, 8], seed=0, capacity_factor=capacity_factor)
     with torch.no_grad():
-        layer.router.weight.zero_()
-        layer.router.bias.zero_()
-        layer.router.weight[0, 0] = 5.0
-        layer.router.weight[1, 0] = -5.0
+        layer.routers["token"].weight.zero_()
+        layer.routers["token"].bias.zero_()
+        layer.routers["token"].weight[0, 0] = 5.0
+        layer.routers["token"].weight[1, 0] = -5.0
     x = torch.randn(len(to_expert0), 4, dtype=torch.float64)
     sign = torch.tensor([1.0 if e0 else -1.0 for e0 in to_expert0], dtype=torch.float64)
     x[:, 0] = sign * (1.0 + x[:, 0].abs())
@@ -240,8 +243,8 @@ def test_balance_loss_is_one_when_balanced_and_larger_when_collapsed() -> None:
     e, n = 4, 32
     layer = MoEFeedForward(e, [8] * e)
     with torch.no_grad():
-        layer.router.weight.copy_(torch.eye(e))
-        layer.router.bias.zero_()
+        layer.routers["token"].weight.copy_(torch.eye(e))
+        layer.routers["token"].bias.zero_()
     # token t is a one-hot on expert t % e: each expert gets exactly n / e tokens and the
     # mean router probabilities are uniform by symmetry
     x = torch.eye(e).repeat(n // e, 1) * 3.0
@@ -250,12 +253,12 @@ def test_balance_loss_is_one_when_balanced_and_larger_when_collapsed() -> None:
     torch.testing.assert_close(stats.balance_loss, torch.tensor(1.0))
 
     with torch.no_grad():  # uniform probabilities: 1 whatever the tie-breaking
-        layer.router.weight.zero_()
+        layer.routers["token"].weight.zero_()
     _, stats = layer(x, [8] * e, 1, context_for(n))
     torch.testing.assert_close(stats.balance_loss, torch.tensor(1.0))
 
     with torch.no_grad():  # collapse: every token to expert 0 with probability ~1
-        layer.router.bias.copy_(torch.tensor([20.0, 0.0, 0.0, 0.0]))
+        layer.routers["token"].bias.copy_(torch.tensor([20.0, 0.0, 0.0, 0.0]))
     _, stats = layer(x, [8] * e, 1, context_for(n))
     assert stats.expert_counts.tolist() == [n, 0, 0, 0]
     assert stats.balance_loss > 3.9  # -> e as the collapse becomes total
@@ -268,7 +271,7 @@ def test_balance_loss_gradient_reaches_router() -> None:
     x = torch.randn(40, 8)
     _, stats = layer(x, [16, 16, 16], 1, context_for(40))
     stats.balance_loss.backward()
-    assert layer.router.weight.grad.abs().sum() > 0
+    assert layer.routers["token"].weight.grad.abs().sum() > 0
     assert layer.experts[0].fc1.weight.grad is None  # only the router sees the balance loss
 
 

@@ -8,6 +8,7 @@ the same code serves the SuperNet (sliced views of shared weights) and an extrac
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import torch
 import torch.nn.functional as F
@@ -98,17 +99,24 @@ class EncoderLayer(nn.Module):
         embed_dim: int,
         qkv_dim: int,
         expert_dims: tuple[int, ...],
-        router: str,
+        routers: tuple[str, ...],
         attention_dropout: float,
         activation_dropout: float,
         capacity_factor: float | None,
+        num_tasks: int,
     ) -> None:
         super().__init__()
         self.attn_norm = ElasticLayerNorm(embed_dim)
         self.attn = ElasticAttention(embed_dim, embed_dim, qkv_dim, attention_dropout)
         self.ffn_norm = ElasticLayerNorm(embed_dim)
         self.ffn = MoEFeedForward(
-            embed_dim, expert_dims, router, activation_dropout, capacity_factor
+            embed_dim,
+            expert_dims,
+            routers,
+            activation_dropout,
+            capacity_factor,
+            sentence_dim=embed_dim,
+            num_tasks=num_tasks,
         )
 
     def forward(
@@ -121,10 +129,11 @@ class EncoderLayer(nn.Module):
         top_k: int,
         context: RoutingContext,
         dropout: float,
+        routing: str = "token",
     ) -> tuple[Tensor, RoutingStats | None]:
         h = self.attn(self.attn_norm(x), None, heads, mask=mask)
         x = x + F.dropout(h, dropout, self.training)
-        y, stats = apply_ffn(self.ffn, self.ffn_norm(x), keep, widths, top_k, context)
+        y, stats = apply_ffn(self.ffn, self.ffn_norm(x), keep, widths, top_k, context, routing)
         return x + F.dropout(y, dropout, self.training), stats
 
 
@@ -137,10 +146,11 @@ class DecoderLayer(nn.Module):
         encoder_dim: int,
         qkv_dim: int,
         expert_dims: tuple[int, ...],
-        router: str,
+        routers: tuple[str, ...],
         attention_dropout: float,
         activation_dropout: float,
         capacity_factor: float | None,
+        num_tasks: int,
     ) -> None:
         super().__init__()
         self.self_norm = ElasticLayerNorm(embed_dim)
@@ -149,7 +159,13 @@ class DecoderLayer(nn.Module):
         self.cross_attn = ElasticAttention(embed_dim, encoder_dim, qkv_dim, attention_dropout)
         self.ffn_norm = ElasticLayerNorm(embed_dim)
         self.ffn = MoEFeedForward(
-            embed_dim, expert_dims, router, activation_dropout, capacity_factor
+            embed_dim,
+            expert_dims,
+            routers,
+            activation_dropout,
+            capacity_factor,
+            sentence_dim=encoder_dim,
+            num_tasks=num_tasks,
         )
 
     def forward(
@@ -165,6 +181,7 @@ class DecoderLayer(nn.Module):
         context: RoutingContext,
         dropout: float,
         cache: dict[str, KVCache] | None = None,
+        routing: str = "token",
     ) -> tuple[Tensor, RoutingStats | None]:
         causal = cache is None and x.shape[1] > 1
         self_cache = None if cache is None else cache.setdefault("self", {})
@@ -175,8 +192,18 @@ class DecoderLayer(nn.Module):
             self.cross_norm(x), memory, cross_heads, mask=memory_mask, cache=cross_cache
         )
         x = x + F.dropout(h, dropout, self.training)
-        y, stats = apply_ffn(self.ffn, self.ffn_norm(x), keep, widths, top_k, context)
+        y, stats = apply_ffn(self.ffn, self.ffn_norm(x), keep, widths, top_k, context, routing)
         return x + F.dropout(y, dropout, self.training), stats
+
+
+def pooled_states(flat: Tensor, keep: Tensor | None, batch: int, length: int) -> Tensor:
+    """Mean over each sentence's real tokens of `flat` ([B*T, d]; `keep` = real token rows)."""
+    if keep is None:
+        return flat.view(batch, length, -1).mean(dim=1)
+    rows = keep // length
+    sums = flat.new_zeros(batch, flat.shape[1]).index_add_(0, rows, flat.index_select(0, keep))
+    counts = torch.bincount(rows, minlength=batch).clamp_min(1).to(flat.dtype)
+    return sums / counts[:, None]
 
 
 def apply_ffn(
@@ -186,16 +213,20 @@ def apply_ffn(
     widths: tuple[int, ...],
     top_k: int,
     context: RoutingContext,
+    routing: str = "token",
 ) -> tuple[Tensor, RoutingStats | None]:
     """Route only real tokens: padding must not sway the router or the balance loss.
 
     `keep` holds the flat indices of non-padding tokens of x viewed as [B*T, d] (None = all).
+    A sentence router without given sentence states (the encoder's case) pools this input.
     """
     b, t, d = x.shape
     flat = x.reshape(b * t, d)
+    if context.sentence_states is None and ffn.needs_sentence_states(routing, len(widths)):
+        context = replace(context, sentence_states=pooled_states(flat, keep, b, t))
     if keep is None or len(widths) == 1:
-        y, stats = ffn(flat, widths, top_k, context)
+        y, stats = ffn(flat, widths, top_k, context, routing)
         return y.view(b, t, d), stats
-    y_kept, stats = ffn(flat.index_select(0, keep), widths, top_k, context)
+    y_kept, stats = ffn(flat.index_select(0, keep), widths, top_k, context, routing)
     y = flat.new_zeros(b * t, d).index_copy_(0, keep, y_kept)
     return y.view(b, t, d), stats

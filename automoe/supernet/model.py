@@ -48,7 +48,8 @@ class ModelConfig:
     attention_dropout: float = 0.0
     activation_dropout: float = 0.0
     capacity_factor: float | None = None
-    router: str = "token"
+    routers: tuple[str, ...] = ("token",)
+    num_tasks: int = 1
     pad_id: int = 0
     positional_dim: int = 0
     dropout_ref_dim: int = 0
@@ -59,8 +60,12 @@ class ModelConfig:
             object.__setattr__(self, "positional_dim", widest)
         if self.dropout_ref_dim == 0:
             object.__setattr__(self, "dropout_ref_dim", widest)
-        if self.router not in ROUTERS:
-            raise AutomoeError(f"unknown router {self.router!r}; choices: {sorted(ROUTERS)}")
+        object.__setattr__(self, "routers", tuple(self.routers))
+        unknown = [r for r in self.routers if r not in ROUTERS]
+        if unknown or not self.routers:
+            raise AutomoeError(f"unknown routers {unknown or '[]'}; choices: {list(ROUTERS)}")
+        if self.num_tasks < 1:
+            raise AutomoeError(f"num_tasks must be at least 1, got {self.num_tasks}")
         if self.positional_dim < widest:
             raise AutomoeError(f"positional_dim {self.positional_dim} is below the width {widest}")
         heads = (
@@ -79,11 +84,13 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
-        names = {f.name for f in fields(cls)}
+        names = {f.name for f in fields(cls)} | {"router"}
         unknown = sorted(set(data) - names)
         if unknown:
             raise AutomoeError(f"unknown model setting(s) {unknown}")
         values = dict(data)
+        if "router" in values:  # checkpoints before per-layer routing held one router kind
+            values["routers"] = (values.pop("router"),)
         values["shape"] = ArchConfig.from_dict(values["shape"])
         return cls(**values)
 
@@ -96,6 +103,15 @@ class EncoderOutput:
     padding_mask: Tensor
     stats: list[RoutingStats | None] = field(default_factory=list)
     _memory: dict[int, tuple[Tensor, Tensor]] = field(default_factory=dict)
+    _pooled: Tensor | None = None
+
+    def pooled(self) -> Tensor:
+        """Each source sentence's mean final encoder state: what decoder sentence routers see."""
+        if self._pooled is None:
+            real = (~self.padding_mask).to(self.states[-1].dtype)
+            sums = (self.states[-1] * real[:, :, None]).sum(dim=1)
+            self._pooled = sums / real.sum(dim=1, keepdim=True).clamp_min(1.0)
+        return self._pooled
 
     def memory(self, last: int) -> tuple[Tensor, Tensor]:
         """Concatenated states of the last `last` encoder layers and an attention mask."""
@@ -147,10 +163,11 @@ class Transformer(nn.Module):
         table = sinusoid_table(config.max_positions, config.positional_dim)[:, :table_dim]
         self.register_buffer("positions", table, persistent=False)
         layer_settings = dict(
-            router=config.router,
+            routers=config.routers,
             attention_dropout=config.attention_dropout,
             activation_dropout=config.activation_dropout,
             capacity_factor=config.capacity_factor,
+            num_tasks=config.num_tasks,
         )
         self.encoder_layers = nn.ModuleList(
             EncoderLayer(shape.encoder_embed_dim, config.qkv_dim, dims, **layer_settings)
@@ -175,6 +192,14 @@ class Transformer(nn.Module):
 
     def check_arch(self, arch: ArchConfig) -> None:
         problem = arch.fits_in(self.config.shape)
+        if problem is None:
+            missing = set(arch.encoder_routing + arch.decoder_routing) - {"token"}
+            missing -= set(self.config.routers)
+            if missing:
+                problem = (
+                    f"it routes by {sorted(missing)} but the model holds routers "
+                    f"{list(self.config.routers)} only"
+                )
         if problem is not None:
             raise ArchError(f"architecture does not fit this model: {problem}")
 
@@ -213,6 +238,7 @@ class Transformer(nn.Module):
                 arch.encoder_top_k[i],
                 context,
                 dropout,
+                arch.encoder_routing[i],
             )
             outputs.append(x)
             stats.append(st)
@@ -242,7 +268,12 @@ class Transformer(nn.Module):
             rows = torch.arange(b, device=prev_output_tokens.device).repeat_interleave(t)
             while len(cache) < arch.decoder_layers:
                 cache.append({})
-        context = RoutingContext(token_rows=rows, task_ids=task_ids)
+        needs_pooled = any(
+            m == "sentence" and e > 1
+            for m, e in zip(arch.decoder_routing, arch.decoder_experts, strict=True)
+        )
+        pooled = encoder_out.pooled() if needs_pooled else None
+        context = RoutingContext(token_rows=rows, task_ids=task_ids, sentence_states=pooled)
         dropout = self._dropout(d)
         x = self._embed(prev_output_tokens, d, start)
         stats = []
@@ -260,6 +291,7 @@ class Transformer(nn.Module):
                 context,
                 dropout,
                 None if cache is None else cache[i],
+                arch.decoder_routing[i],
             )
             stats.append(st)
         x = self.decoder_norm(x)
@@ -324,6 +356,7 @@ class Transformer(nn.Module):
             model = cls(ModelConfig.from_dict(config))
         except (KeyError, TypeError, ValueError) as err:
             raise AutomoeError(f"{source} has an unreadable model config ({err})") from None
+        weights = {_upgrade_key(k): v for k, v in weights.items()}
         try:
             model.load_state_dict(weights)
         except RuntimeError as err:
@@ -334,6 +367,11 @@ class Transformer(nn.Module):
     @classmethod
     def load(cls, path: str | Path) -> Transformer:
         return cls.from_checkpoint(load_checkpoint_file(path), str(path))
+
+
+def _upgrade_key(name: str) -> str:
+    """State-dict names of checkpoints written when a layer held a single token router."""
+    return name.replace(".ffn.router.", ".ffn.routers.token.")
 
 
 def load_checkpoint_file(path: str | Path) -> dict[str, Any]:

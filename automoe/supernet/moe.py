@@ -4,6 +4,10 @@ Every expert owns private weights of its largest width; a sub-network uses the f
 experts, each sliced to its own width (top-left corner), so experts of one layer may differ in
 size. Tokens are grouped by expert with one sort and each expert runs one matmul over its
 group: there is no Python loop over tokens.
+
+Routers differ only in what they look at (Task-MoE's routing granularity): the token's hidden
+state, a pooled representation of its source sentence, or its task id. A layer holds one
+router per granularity its architectures may choose and uses the one the sub-network names.
 """
 
 from __future__ import annotations
@@ -15,17 +19,25 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from automoe.errors import AutomoeError
+
+
+class RoutingError(AutomoeError, ValueError):
+    """A routing mode the model lacks, or inputs a router needs and did not get."""
+
 
 @dataclass
 class RoutingContext:
     """What a router may look at besides a token's hidden state.
 
     `token_rows` maps each routed token to its sentence (row of the batch), so sentence- and
-    task-level routers can look up per-sentence inputs such as `task_ids`.
+    task-level routers can look up per-sentence inputs: `task_ids` [B] and `sentence_states`
+    [B, d], a pooled source representation (None lets the layer pool its own input).
     """
 
     token_rows: Tensor
     task_ids: Tensor | None = None
+    sentence_states: Tensor | None = None
 
 
 @dataclass
@@ -39,7 +51,7 @@ class RoutingStats:
 class TokenRouter(nn.Module):
     """Switch routing on the token's own hidden state: a linear map to one logit per expert."""
 
-    def __init__(self, embed_dim: int, num_experts: int) -> None:
+    def __init__(self, embed_dim: int, num_experts: int, sentence_dim: int, num_tasks: int) -> None:
         super().__init__()
         self.weight = nn.Parameter(torch.empty(num_experts, embed_dim))
         self.bias = nn.Parameter(torch.zeros(num_experts))
@@ -50,7 +62,52 @@ class TokenRouter(nn.Module):
         return F.linear(x, self.weight[:num_experts, :d], self.bias[:num_experts])
 
 
-ROUTERS: dict[str, type[nn.Module]] = {"token": TokenRouter}
+class SentenceRouter(nn.Module):
+    """Routing on the pooled source sentence: every token of a sentence gets its logits."""
+
+    needs_sentence_states = True
+
+    def __init__(self, embed_dim: int, num_experts: int, sentence_dim: int, num_tasks: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(num_experts, sentence_dim))
+        self.bias = nn.Parameter(torch.zeros(num_experts))
+        nn.init.normal_(self.weight, std=sentence_dim**-0.5)
+
+    def forward(self, x: Tensor, num_experts: int, context: RoutingContext) -> Tensor:
+        states = context.sentence_states
+        if states is None:
+            raise RoutingError("sentence routing needs the pooled source sentence states")
+        d = states.shape[-1]
+        per_sentence = F.linear(states, self.weight[:num_experts, :d], self.bias[:num_experts])
+        return per_sentence.index_select(0, context.token_rows)
+
+
+class TaskRouter(nn.Module):
+    """Routing on the task id alone: one learned logit row per task (language pair)."""
+
+    def __init__(self, embed_dim: int, num_experts: int, sentence_dim: int, num_tasks: int) -> None:
+        super().__init__()
+        self.logits = nn.Parameter(torch.zeros(num_tasks, num_experts).normal_(std=0.1))
+
+    def forward(self, x: Tensor, num_experts: int, context: RoutingContext) -> Tensor:
+        if context.task_ids is None:
+            raise RoutingError(
+                "task routing needs a task id per sentence; pass task_ids (the pair's index)"
+            )
+        rows = context.task_ids.index_select(0, context.token_rows)
+        if len(rows) and int(rows.max()) >= self.logits.shape[0]:
+            raise RoutingError(
+                f"task id {int(rows.max())} is out of range: the model was built for "
+                f"{self.logits.shape[0]} task(s)"
+            )
+        return self.logits[:, :num_experts].index_select(0, rows).to(x.dtype)
+
+
+ROUTERS: dict[str, type[nn.Module]] = {
+    "token": TokenRouter,
+    "sentence": SentenceRouter,
+    "task": TaskRouter,
+}
 
 
 class Expert(nn.Module):
@@ -83,25 +140,46 @@ class MoEFeedForward(nn.Module):
         self,
         embed_dim: int,
         expert_dims: Sequence[int],
-        router: str = "token",
+        routers: Sequence[str] = ("token",),
         activation_dropout: float = 0.0,
         capacity_factor: float | None = None,
+        sentence_dim: int | None = None,
+        num_tasks: int = 1,
     ) -> None:
         super().__init__()
         self.experts = nn.ModuleList(Expert(embed_dim, f) for f in expert_dims)
-        self.router = ROUTERS[router](embed_dim, len(expert_dims)) if len(expert_dims) > 1 else None
+        self.routers = nn.ModuleDict()
+        if len(expert_dims) > 1:
+            for mode in routers:
+                if mode not in ROUTERS:
+                    raise RoutingError(f"unknown routing mode {mode!r}; choices: {list(ROUTERS)}")
+                self.routers[mode] = ROUTERS[mode](
+                    embed_dim, len(expert_dims), sentence_dim or embed_dim, num_tasks
+                )
         self.activation_dropout = activation_dropout
         self.capacity_factor = capacity_factor
 
+    def needs_sentence_states(self, routing: str, num_experts: int) -> bool:
+        """Whether routing this layer needs `RoutingContext.sentence_states`."""
+        return num_experts > 1 and getattr(self.routers[routing], "needs_sentence_states", False)
+
     def forward(
-        self, x: Tensor, widths: Sequence[int], top_k: int, context: RoutingContext
+        self,
+        x: Tensor,
+        widths: Sequence[int],
+        top_k: int,
+        context: RoutingContext,
+        routing: str = "token",
     ) -> tuple[Tensor, RoutingStats | None]:
-        """Apply the sub-network's experts to tokens `x` of shape [N, d]."""
+        """Apply the sub-network's experts to tokens `x` of shape [N, d], routed by `routing`."""
         num_experts = len(widths)
         if num_experts == 1:
             return self.experts[0](x, widths[0], self.activation_dropout), None
-        assert self.router is not None
-        logits = self.router(x, num_experts, context)
+        if routing not in self.routers:
+            raise RoutingError(
+                f"this layer cannot route by {routing!r}; it holds routers {list(self.routers)}"
+            )
+        logits = self.routers[routing](x, num_experts, context)
         probs = torch.softmax(logits.float(), dim=-1)
         gate, chosen = probs.topk(top_k, dim=-1)
         if top_k > 1:

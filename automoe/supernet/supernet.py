@@ -20,7 +20,9 @@ class SuperNet(Transformer):
 
     @classmethod
     def build(cls, space: SearchSpace, vocab_size: int, **settings: Any) -> SuperNet:
-        """Settings are `ModelConfig` fields (dropout, router, capacity_factor, ...)."""
+        """Settings are `ModelConfig` fields (dropout, num_tasks, capacity_factor, ...); every
+        layer holds a router for each routing granularity the space offers."""
+        settings.setdefault("routers", space.routing_modes())
         config = ModelConfig(vocab_size, space.qkv_dim, space.supernet_shape(), **settings)
         return cls(config, space)
 
