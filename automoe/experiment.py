@@ -41,6 +41,7 @@ class DataSettings:
     train_limit: int = 0
     valid_size: int = 500
     seed: int = 1
+    task_temperature: float = 1.0
 
     def __post_init__(self) -> None:
         self.pairs = tuple(self.pairs)
@@ -54,6 +55,11 @@ class DataSettings:
         ):
             if value <= 0:
                 raise AutomoeError(f"{name} must be positive, got {value}")
+        if not self.task_temperature > 0:
+            raise AutomoeError(
+                f"task_temperature must be positive (1 = data proportions, inf = balanced), "
+                f"got {self.task_temperature}"
+            )
         if self.train_limit < 0:
             raise AutomoeError(f"train_limit must be 0 (all) or positive, got {self.train_limit}")
 
@@ -113,8 +119,12 @@ class RunData:
         return self._examples[split]
 
     def train_batcher(self) -> TokenBatcher:
+        """Training batches; several tasks are mixed at `task_temperature` shares."""
         return TokenBatcher(
-            self.examples("train"), self.settings.max_tokens, seed=self.settings.seed
+            self.examples("train"),
+            self.settings.max_tokens,
+            seed=self.settings.seed,
+            task_temperature=self.settings.task_temperature if len(self.tasks) > 1 else None,
         )
 
     def valid_examples(self, size: int | None = None) -> list[Example]:

@@ -54,6 +54,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-tokens", type=int, help="token budget of one batch")
     p.add_argument("--train-limit", type=int, help="use only the first N training pairs")
     p.add_argument("--valid-size", type=int, help="validation sentences per pair")
+    p.add_argument(
+        "--task-temperature",
+        type=float,
+        help="sampling across pairs: 1 = data proportions (default), larger = flatter, inf = "
+        "balanced",
+    )
     p.add_argument("--max-steps", type=int)
     p.add_argument("--lr", type=float)
     p.add_argument("--warmup-steps", type=int)

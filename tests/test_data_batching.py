@@ -17,6 +17,7 @@ from automoe.data.batching import (
     collate,
     encode_examples,
     make_batches,
+    task_shares,
 )
 from automoe.data.corpus import TranslationTask, load_split, read_lines
 from automoe.data.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer
@@ -175,3 +176,39 @@ def test_mixed_task_batches_carry_their_tags_and_ids(tok: Tokenizer, data_dir: P
             assert batch.src_tokens[row, 0].item() == tag_of_task[batch.task_ids[row].item()]
         mixed += len(set(batch.task_ids.tolist())) > 1
     assert mixed > 0
+
+
+# ----------------------------------------------------------------- multilingual task sampling
+
+
+def test_task_shares_follow_the_temperature() -> None:
+    assert task_shares([300, 100], 1.0) == pytest.approx([0.75, 0.25])
+    assert task_shares([300, 100], float("inf")) == pytest.approx([0.5, 0.5])
+    flat = task_shares([300, 100], 5.0)
+    assert 0.5 < flat[0] < 0.75
+    with pytest.raises(BatchingError, match="temperature must be positive"):
+        task_shares([3, 1], 0.0)
+
+
+def unequal_tasks() -> list[Example]:
+    big = [Example((5, 6, i % 7 + 4), (7, i % 5 + 4), 0) for i in range(300)]
+    small = [Example((5, i % 3 + 4), (8,), 1) for i in range(40)]
+    return big + small
+
+
+@pytest.mark.parametrize("temperature", [1.0, 2.0, float("inf")])
+def test_batcher_draws_each_task_at_its_share(temperature: float) -> None:
+    examples = unequal_tasks()
+    batcher = TokenBatcher(examples, 64, seed=3, task_temperature=temperature)
+    drawn = [i for batch in batcher.batch_indices(epoch=2) for i in batch]
+    small = sum(examples[i].task_id == 1 for i in drawn)
+    expected = task_shares([300, 40], temperature)[1] * len(examples)
+    assert abs(small - expected) <= 1
+    assert len(drawn) == pytest.approx(len(examples), abs=1)
+    assert drawn == [i for b in batcher.batch_indices(epoch=2) for i in b]
+    assert drawn != [i for b in batcher.batch_indices(epoch=3) for i in b]
+    # a repeated task is seen in whole passes: counts differ by at most one
+    counts = torch.bincount(torch.tensor([i for i in drawn if i >= 300]) - 300)
+    assert int(counts.max() - counts.min()) <= 1
+    for batch in batcher.batches(epoch=2):
+        assert batch.task_ids.tolist() == [examples[i].task_id for i in batch.indices.tolist()]

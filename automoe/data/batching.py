@@ -176,8 +176,50 @@ def make_batches(
     return batches
 
 
+def task_shares(sizes: Sequence[int], temperature: float) -> list[float]:
+    """Sampling shares of tasks of `sizes` examples: p_i proportional to n_i ** (1 / T).
+
+    T = 1 keeps the data's own proportions, larger T flattens them, T = inf is balanced.
+    """
+    if not temperature > 0:
+        raise BatchingError(
+            f"task temperature must be positive (inf = balanced), got {temperature}"
+        )
+    if any(n <= 0 for n in sizes):
+        raise BatchingError(f"every task needs examples to sample from, got sizes {list(sizes)}")
+    weights = [n ** (1.0 / temperature) for n in sizes]
+    return [w / sum(weights) for w in weights]
+
+
+def resample_tasks(
+    examples: Sequence[Example], temperature: float, rng: random.Random
+) -> list[int]:
+    """Indices of one epoch: as many examples as given, each task drawn at its share.
+
+    A task drawn more often than it has examples is repeated in whole shuffled passes, so no
+    example of it is seen twice before every one of them is seen once.
+    """
+    by_task: dict[int, list[int]] = {}
+    for index, example in enumerate(examples):
+        by_task.setdefault(example.task_id, []).append(index)
+    tasks = sorted(by_task)
+    shares = task_shares([len(by_task[t]) for t in tasks], temperature)
+    chosen: list[int] = []
+    for task, share in zip(tasks, shares, strict=True):
+        pool, wanted = by_task[task], max(1, round(share * len(examples)))
+        while wanted > 0:
+            order = rng.sample(pool, len(pool))
+            chosen += order[:wanted]
+            wanted -= len(order)
+    return chosen
+
+
 class TokenBatcher:
-    """Epoch-by-epoch Batches over a fixed list of examples (any mix of tasks)."""
+    """Epoch-by-epoch Batches over a fixed list of examples (any mix of tasks).
+
+    With `task_temperature`, each epoch resamples the tasks to temperature-based shares (see
+    `task_shares`) instead of using every example once.
+    """
 
     def __init__(
         self,
@@ -189,9 +231,11 @@ class TokenBatcher:
         pad_id: int = PAD_ID,
         bos_id: int = BOS_ID,
         eos_id: int = EOS_ID,
+        task_temperature: float | None = None,
     ) -> None:
         self.examples = list(examples)
         self.max_tokens = max_tokens
+        self.task_temperature = task_temperature
         self.seed = seed
         self.shuffle = shuffle
         self.bucket = bucket
@@ -199,9 +243,21 @@ class TokenBatcher:
 
     def batch_indices(self, epoch: int = 0) -> list[list[int]]:
         """Example indices of each batch of `epoch`, in the order they are served."""
-        return make_batches(
-            self.examples, self.max_tokens, self.seed, self.shuffle, self.bucket, epoch
+        if self.task_temperature is None:
+            return make_batches(
+                self.examples, self.max_tokens, self.seed, self.shuffle, self.bucket, epoch
+            )
+        rng = random.Random(f"tasks:{self.seed}:{epoch}")
+        drawn = resample_tasks(self.examples, self.task_temperature, rng)
+        batches = make_batches(
+            [self.examples[i] for i in drawn],
+            self.max_tokens,
+            self.seed,
+            self.shuffle,
+            self.bucket,
+            epoch,
         )
+        return [[drawn[i] for i in batch] for batch in batches]
 
     def batches(self, epoch: int = 0) -> Iterator[Batch]:
         """Collated batches of `epoch`; the same epoch and seed always give the same batches."""

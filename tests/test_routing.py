@@ -1,0 +1,336 @@
+"""Routing granularity (Task-MoE): token, sentence and task routers, per layer, in the model,
+the architecture and the search space."""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+
+import pytest
+import torch
+
+from automoe.arch import ArchConfig, ArchError
+from automoe.space import SearchSpace, SpaceError
+from automoe.strategies.genome import decode, genes
+from automoe.supernet.model import ModelConfig, Transformer, extract
+from automoe.supernet.moe import MoEFeedForward, RoutingContext, RoutingError
+
+VOCAB, QKV, TASKS = 50, 16, 3
+SHAPE = ArchConfig(
+    encoder_embed_dim=16,
+    decoder_embed_dim=16,
+    encoder_ffn_dims=[[16, 16, 16]] * 2,
+    encoder_heads=[2] * 2,
+    encoder_top_k=[1] * 2,
+    decoder_ffn_dims=[[16, 16, 16]] * 2,
+    decoder_self_heads=[2] * 2,
+    decoder_cross_heads=[2] * 2,
+    decoder_cross_layers=[2] * 2,
+    decoder_top_k=[1] * 2,
+)
+
+
+def arch(enc: str, dec: str, top_k: int = 1) -> ArchConfig:
+    return dataclasses.replace(
+        SHAPE,
+        encoder_routing=(enc, enc),
+        decoder_routing=(dec, dec),
+        encoder_top_k=(top_k, top_k),
+        decoder_top_k=(top_k, top_k),
+    )
+
+
+def model(seed: int = 0) -> Transformer:
+    torch.manual_seed(seed)
+    config = ModelConfig(
+        VOCAB,
+        QKV,
+        SHAPE,
+        dropout=0.0,
+        routers=("token", "sentence", "task"),
+        num_tasks=TASKS,
+    )
+    net = Transformer(config).eval()
+    with torch.no_grad():  # spread the task logits so tasks prefer different experts
+        for layer in [*net.encoder_layers, *net.decoder_layers]:
+            layer.ffn.routers["task"].logits.normal_(std=3.0)
+    return net
+
+
+def batch(seed: int = 1, b: int = 6, s: int = 7, t: int = 5) -> tuple[torch.Tensor, ...]:
+    g = torch.Generator().manual_seed(seed)
+    src = torch.randint(4, VOCAB, (b, s), generator=g)
+    lengths = torch.randint(2, s + 1, (b,), generator=g)
+    lengths[0] = s
+    padding = torch.arange(s)[None, :] >= lengths[:, None]
+    src = src.masked_fill(padding, 0)
+    prev = torch.randint(4, VOCAB, (b, t), generator=g)
+    tasks = torch.arange(b) % TASKS
+    return src, padding, prev, tasks
+
+
+def chosen_experts(net: Transformer, a: ArchConfig, inputs: tuple) -> list[torch.Tensor]:
+    """Each MoE layer's first-choice expert per routed token, with the tokens' sentence rows."""
+    seen: list[torch.Tensor] = []
+    hooks = []
+    for layer in [*net.encoder_layers, *net.decoder_layers]:
+        for router in layer.ffn.routers.values():
+
+            def record(module, args, out) -> None:  # noqa: ANN001
+                context = args[2]
+                seen.append(torch.stack([context.token_rows, out.argmax(-1)]))
+
+            hooks.append(router.register_forward_hook(record))
+    with torch.no_grad():
+        net(*inputs[:3], a, inputs[3])
+    for h in hooks:
+        h.remove()
+    return seen
+
+
+def test_sentence_routing_sends_a_sentences_tokens_together() -> None:
+    net, inputs = model(), batch()
+    layers = chosen_experts(net, arch("sentence", "sentence"), inputs)
+    assert len(layers) == 4
+    spread = False
+    for rows, experts in layers:
+        for row in rows.unique():
+            assert experts[rows == row].unique().numel() == 1
+        spread |= experts.unique().numel() > 1
+    assert spread, "all sentences went to one expert: the test cannot tell sentences apart"
+
+
+def test_token_routing_splits_sentences() -> None:
+    net, inputs = model(), batch()
+    layers = chosen_experts(net, arch("token", "token"), inputs)
+    assert any(
+        experts[rows == row].unique().numel() > 1
+        for rows, experts in layers
+        for row in rows.unique()
+    )
+
+
+def test_task_routing_sends_a_tasks_sentences_together() -> None:
+    net, inputs = model(), batch()
+    tasks = inputs[3]
+    for rows, experts in chosen_experts(net, arch("task", "task"), inputs):
+        per_task = {}
+        for row, expert in zip(rows.tolist(), experts.tolist(), strict=True):
+            per_task.setdefault(int(tasks[row]), set()).add(expert)
+        assert all(len(e) == 1 for e in per_task.values())
+
+
+def test_routing_modes_change_outputs_only_of_moe_layers() -> None:
+    net, (src, padding, prev, tasks) = model(), batch()
+    with torch.no_grad():
+        logits = {
+            mode: net(src, padding, prev, arch(mode, mode), tasks).logits
+            for mode in ("token", "sentence", "task")
+        }
+    assert not torch.allclose(logits["token"], logits["sentence"])
+    assert not torch.allclose(logits["token"], logits["task"])
+    assert not torch.allclose(logits["sentence"], logits["task"])
+    dense = dataclasses.replace(SHAPE, encoder_ffn_dims=[[16]] * 2, decoder_ffn_dims=[[16]] * 2)
+    assert dataclasses.replace(dense, encoder_routing=("task", "task")) == dense
+
+
+def test_task_routing_depends_on_the_task_not_the_sentence() -> None:
+    net, (src, padding, prev, _) = model(), batch()
+    with torch.no_grad():
+        same = net(src, padding, prev, arch("task", "task"), torch.zeros(6, dtype=torch.long))
+        mixed = net(src, padding, prev, arch("task", "task"), torch.arange(6) % TASKS)
+    assert torch.allclose(same.logits[0], mixed.logits[0])  # row 0 is task 0 in both
+    assert not torch.allclose(same.logits[1:], mixed.logits[1:])
+
+
+def test_sentence_routing_ignores_padding_and_batch_mates() -> None:
+    net, (src, padding, prev, tasks) = model(), batch()
+    a = arch("sentence", "sentence")
+    with torch.no_grad():
+        full = net(src, padding, prev, a, tasks).logits
+        for row in range(len(src)):
+            n = int((~padding[row]).sum())
+            alone = net(src[row : row + 1, :n], padding[row : row + 1, :n], prev[row : row + 1], a)
+            torch.testing.assert_close(alone.logits[0], full[row], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("modes", [("sentence", "sentence"), ("task", "token"), ("token", "task")])
+def test_incremental_decoding_matches_full_decoding(modes: tuple[str, str]) -> None:
+    net, (src, padding, prev, tasks) = model(), batch()
+    a = arch(*modes)
+    with torch.no_grad():
+        full = net(src, padding, prev, a, tasks).logits
+        enc = net.encode(src, padding, a, tasks)
+        cache: list = []
+        steps = [
+            net.decode(prev[:, i : i + 1], enc, a, tasks, cache=cache, start=i)[0]
+            for i in range(prev.shape[1])
+        ]
+    torch.testing.assert_close(torch.cat(steps, dim=1), full, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("modes", [("sentence", "task"), ("task", "sentence")])
+def test_extraction_is_exact_for_every_routing_mode(modes: tuple[str, str]) -> None:
+    net, (src, padding, prev, tasks) = model(), batch()
+    a = dataclasses.replace(
+        arch(*modes),
+        encoder_embed_dim=12,
+        encoder_ffn_dims=[[8, 16], [16, 8, 8]],
+        decoder_ffn_dims=[[16, 8, 16]],
+        decoder_self_heads=[2],
+        decoder_cross_heads=[2],
+        decoder_cross_layers=[1],
+        decoder_top_k=[1],
+        decoder_routing=[modes[1]],
+    )
+    sub = extract(net, a)
+    with torch.no_grad():
+        torch.testing.assert_close(
+            sub(src, padding, prev, task_ids=tasks).logits,
+            net(src, padding, prev, a, tasks).logits,
+            atol=1e-5,
+            rtol=1e-5,
+        )
+
+
+def test_task_routing_without_task_ids_is_a_clear_error() -> None:
+    net, (src, padding, prev, _) = model(), batch()
+    with pytest.raises(RoutingError, match="task id per sentence"):
+        net(src, padding, prev, arch("task", "token"))
+    with pytest.raises(RoutingError, match="out of range"):
+        net(src, padding, prev, arch("task", "token"), torch.full((6,), TASKS))
+
+
+def test_model_refuses_routing_it_has_no_router_for() -> None:
+    torch.manual_seed(0)
+    plain = Transformer(ModelConfig(VOCAB, QKV, SHAPE))
+    with pytest.raises(ArchError, match=r"routes by \['task'\].*holds routers \['token'\]"):
+        plain.check_arch(arch("task", "token"))
+
+
+def test_layer_refuses_an_unknown_mode() -> None:
+    with pytest.raises(RoutingError, match="unknown routing mode 'expert'"):
+        MoEFeedForward(8, [8, 8], routers=("expert",))
+    layer = MoEFeedForward(8, [8, 8], routers=("token",))
+    context = RoutingContext(token_rows=torch.zeros(3, dtype=torch.long))
+    with pytest.raises(RoutingError, match="cannot route by 'task'"):
+        layer(torch.randn(3, 8), [8, 8], 1, context, "task")
+
+
+# ----------------------------------------------------------------- architecture fields
+
+
+def test_routing_round_trips_and_token_only_archs_keep_their_files() -> None:
+    routed = arch("sentence", "task")
+    assert ArchConfig.from_json(routed.to_json()) == routed
+    assert routed.to_dict()["decoder_routing"] == ["task", "task"]
+    plain = arch("token", "token")
+    assert "encoder_routing" not in plain.to_dict()
+    assert ArchConfig.from_dict(plain.to_dict()) == plain
+    assert plain.key() == SHAPE.key()
+    assert routed.key() != plain.key()
+
+
+@pytest.mark.parametrize(
+    ("routing", "message"),
+    [
+        (["expert", "token"], r"encoder_routing\[0\] = 'expert' is not a routing mode"),
+        (["task"], "encoder_routing has 1 entries but the encoder has 2 layers"),
+        ("task", "must be a list of routing modes"),
+    ],
+)
+def test_bad_routing_fields_are_named(routing: object, message: str) -> None:
+    with pytest.raises(ArchError, match=message):
+        dataclasses.replace(SHAPE, encoder_routing=routing)
+
+
+# ----------------------------------------------------------------- search-space dimension
+
+ROUTED_SPACE = {
+    "name": "routed",
+    "qkv_dim": 16,
+    "max_experts": 3,
+    "fractional_experts": True,
+    "identity_experts": False,
+    "encoder": {
+        "embed_dim": [16],
+        "layers": [2],
+        "ffn_dim": [8, 16],
+        "heads": [2],
+        "experts": [1, 3],
+        "top_k": [1],
+        "routing": ["token", "sentence"],
+    },
+    "decoder": {
+        "embed_dim": [16],
+        "layers": [1, 2],
+        "ffn_dim": [8, 16],
+        "self_heads": [2],
+        "cross_heads": [2],
+        "cross_layers": [1, 2],
+        "experts": [1, 3],
+        "top_k": [1],
+        "routing": ["token", "sentence", "task"],
+    },
+}
+
+
+def routed_space() -> SearchSpace:
+    return SearchSpace.from_dict(ROUTED_SPACE)
+
+
+def test_space_routing_dimension_is_sampled_and_validated() -> None:
+    space, rng = routed_space(), random.Random(0)
+    archs = [space.sample(rng) for _ in range(300)]
+    modes = {m for a in archs for m, e in zip(a.decoder_routing, a.decoder_experts) if e > 1}
+    assert modes == {"token", "sentence", "task"}
+    assert all(
+        m == "token" for a in archs for m, e in zip(a.encoder_routing, a.encoder_experts) if e == 1
+    )
+    bad = next(a for a in archs if a.encoder_experts[0] > 1)
+    bad = dataclasses.replace(bad, encoder_routing=("task", bad.encoder_routing[1]))
+    with pytest.raises(SpaceError, match=r"encoder_routing\[0\] = task is not in .*'sentence'"):
+        space.validate(bad)
+    children = [space.mutate(a, 0.5, rng) for a in archs[:50]]
+    children += [space.crossover(a, b, rng) for a, b in zip(archs[:50], archs[50:100])]
+    assert all(space.contains(c) for c in children)
+    assert len({c.decoder_routing for c in children}) > 3
+
+
+def test_space_routing_encoding_size_and_file_round_trip() -> None:
+    space, rng = routed_space(), random.Random(1)
+    assert "enc0_routing" in space.encoding_names()
+    for _ in range(100):
+        a = space.sample(rng)
+        assert space.decode(space.encode(a)) == a
+    # per layer: 2 widths (1 expert) + 2**3 widths x modes (3 experts)
+    enc_layer, dec_layer = 2 + 8 * 2, 2 * (2 + 8 * 3)
+    assert space.size() == enc_layer**2 * (dec_layer + dec_layer**2)
+    assert SearchSpace.from_dict(space.to_dict()) == space
+    assert space.routing_modes() == ("token", "sentence", "task")
+    token_only = SearchSpace.load("multi30k")
+    assert "routing" not in token_only.to_dict()["encoder"]
+    assert "enc0_routing" not in token_only.encoding_names()
+
+
+def test_space_refuses_unknown_routing_modes() -> None:
+    data = {**ROUTED_SPACE, "encoder": {**ROUTED_SPACE["encoder"], "routing": ["token", "expert"]}}
+    with pytest.raises(SpaceError, match="encoder.routing = .*'expert' is not a routing mode"):
+        SearchSpace.from_dict(data, source="s.yaml")
+
+
+def test_genome_asks_routing_only_for_moe_layers() -> None:
+    space = routed_space()
+    assert genes(space)["dec1_routing"] == 3
+    rng = random.Random(3)
+    for _ in range(200):
+        asked: list[str] = []
+
+        def pick(name: str, n: int) -> int:
+            asked.append(name)
+            return rng.randrange(n)
+
+        a = decode(space, pick)
+        assert space.contains(a)
+        for i, e in enumerate(a.decoder_experts):
+            assert (f"dec{i}_routing" in asked) == (e > 1)
