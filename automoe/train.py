@@ -150,6 +150,7 @@ def main(argv: list[str] | None = None) -> int:
         data.tokenizer.vocab_size,
         max_positions=max_positions,
         num_tasks=len(data.tasks),
+        task_names=tuple(task.name for task in data.tasks),
         **settings["model"],
     )
     batcher = data.train_batcher()

@@ -24,7 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", required=True, help="run folder, SuperNet or extracted model file")
     p.add_argument("--arch", help="largest, smallest or an arch file (SuperNet only)")
     p.add_argument("--pair", default="en-de", help="translation direction, e.g. en-de")
-    p.add_argument("--task-id", type=int, default=0, help="task index of the pair in training")
+    p.add_argument("--task-id", type=int, help="task index of the pair (default: the model's)")
     p.add_argument("--input", help="file of source sentences, one per line")
     p.add_argument("--beam", type=int, default=4)
     p.add_argument("--lenpen", type=float, default=0.6)
@@ -46,9 +46,11 @@ def main(argv: list[str] | None = None) -> int:
     model.to(pick_device(args.device))
     arch = resolve_arch(args.arch, model)
     task = TranslationTask.parse(args.pair)
-    examples = encode_examples(
-        [(s, "") for s in sources], tokenizer, task, args.task_id, args.max_len
-    )
+    if args.task_id is not None:
+        task_id = args.task_id
+    else:
+        task_id = model.task_id(task.name) if model.config.task_names else 0
+    examples = encode_examples([(s, "") for s in sources], tokenizer, task, task_id, args.max_len)
     decode = DecodeSettings(beam_size=args.beam, length_penalty=args.lenpen)
     for line in translate_examples(model, tokenizer, examples, arch, decode):
         print(line)

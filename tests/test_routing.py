@@ -10,10 +10,12 @@ import pytest
 import torch
 
 from automoe.arch import ArchConfig, ArchError
+from automoe.errors import AutomoeError
 from automoe.space import SearchSpace, SpaceError
 from automoe.strategies.genome import decode, genes
 from automoe.supernet.model import ModelConfig, Transformer, extract
 from automoe.supernet.moe import MoEFeedForward, RoutingContext, RoutingError
+from automoe.supernet.task_export import export_task
 
 VOCAB, QKV, TASKS = 50, 16, 3
 SHAPE = ArchConfig(
@@ -76,7 +78,7 @@ def chosen_experts(net: Transformer, a: ArchConfig, inputs: tuple) -> list[torch
     for layer in [*net.encoder_layers, *net.decoder_layers]:
         for router in layer.ffn.routers.values():
 
-            def record(module, args, out) -> None:  # noqa: ANN001
+            def record(module, args, out) -> None:
                 context = args[2]
                 seen.append(torch.stack([context.token_rows, out.argmax(-1)]))
 
@@ -282,17 +284,22 @@ def routed_space() -> SearchSpace:
 def test_space_routing_dimension_is_sampled_and_validated() -> None:
     space, rng = routed_space(), random.Random(0)
     archs = [space.sample(rng) for _ in range(300)]
-    modes = {m for a in archs for m, e in zip(a.decoder_routing, a.decoder_experts) if e > 1}
+    modes = {
+        m for a in archs for m, e in zip(a.decoder_routing, a.decoder_experts, strict=True) if e > 1
+    }
     assert modes == {"token", "sentence", "task"}
     assert all(
-        m == "token" for a in archs for m, e in zip(a.encoder_routing, a.encoder_experts) if e == 1
+        m == "token"
+        for a in archs
+        for m, e in zip(a.encoder_routing, a.encoder_experts, strict=True)
+        if e == 1
     )
     bad = next(a for a in archs if a.encoder_experts[0] > 1)
     bad = dataclasses.replace(bad, encoder_routing=("task", bad.encoder_routing[1]))
     with pytest.raises(SpaceError, match=r"encoder_routing\[0\] = task is not in .*'sentence'"):
         space.validate(bad)
     children = [space.mutate(a, 0.5, rng) for a in archs[:50]]
-    children += [space.crossover(a, b, rng) for a, b in zip(archs[:50], archs[50:100])]
+    children += [space.crossover(a, b, rng) for a, b in zip(archs[:50], archs[50:100], strict=True)]
     assert all(space.contains(c) for c in children)
     assert len({c.decoder_routing for c in children}) > 3
 
@@ -315,7 +322,7 @@ def test_space_routing_encoding_size_and_file_round_trip() -> None:
 
 def test_space_refuses_unknown_routing_modes() -> None:
     data = {**ROUTED_SPACE, "encoder": {**ROUTED_SPACE["encoder"], "routing": ["token", "expert"]}}
-    with pytest.raises(SpaceError, match="encoder.routing = .*'expert' is not a routing mode"):
+    with pytest.raises(SpaceError, match=r"encoder\.routing = .*'expert' is not a routing mode"):
         SearchSpace.from_dict(data, source="s.yaml")
 
 
@@ -326,7 +333,7 @@ def test_genome_asks_routing_only_for_moe_layers() -> None:
     for _ in range(200):
         asked: list[str] = []
 
-        def pick(name: str, n: int) -> int:
+        def pick(name: str, n: int, asked: list[str] = asked) -> int:
             asked.append(name)
             return rng.randrange(n)
 
@@ -334,3 +341,51 @@ def test_genome_asks_routing_only_for_moe_layers() -> None:
         assert space.contains(a)
         for i, e in enumerate(a.decoder_experts):
             assert (f"dec{i}_routing" in asked) == (e > 1)
+
+
+# ----------------------------------------------------------------- task sub-network export
+
+
+def params(net: Transformer) -> int:
+    return sum(t.numel() for t in net.parameters())
+
+
+@pytest.mark.parametrize(("modes", "top_k"), [(("task", "task"), 1), (("token", "task"), 2)])
+def test_exported_task_model_equals_the_full_model_on_its_task(
+    modes: tuple[str, str], top_k: int
+) -> None:
+    net, (src, padding, prev, _) = model(), batch()
+    a = arch(*modes, top_k=top_k)
+    for task in range(TASKS):
+        tasks = torch.full((len(src),), task)
+        small, small_arch = export_task(net, a, task)
+        with torch.no_grad():
+            want = net(src, padding, prev, a, tasks).logits
+            got = small(src, padding, prev, task_ids=tasks).logits
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+        assert all(len(d) == 1 for d in small_arch.decoder_ffn_dims)
+        assert small_arch.decoder_ffn_dims[0] == (16 * top_k,)
+        assert small_arch.encoder_experts == ((1, 1) if modes[0] == "task" else (3, 3))
+        assert params(small) < params(net)
+        assert "task" not in small_arch.decoder_routing
+
+
+def test_export_refuses_what_it_cannot_fold() -> None:
+    net = model()
+    with pytest.raises(AutomoeError, match="no task-routed MoE layer"):
+        export_task(net, arch("token", "sentence"), 0)
+    with pytest.raises(AutomoeError, match="out of range"):
+        export_task(net, arch("task", "task"), TASKS)
+    identity = dataclasses.replace(arch("task", "token"), encoder_ffn_dims=[[0, 0, 16]] * 2)
+    with torch.no_grad():
+        for layer in net.encoder_layers:
+            layer.ffn.routers["task"].logits[:, 0] = 10.0
+    with pytest.raises(AutomoeError, match="identity"):
+        export_task(net, identity, 0)
+    capped = Transformer(
+        dataclasses.replace(
+            ModelConfig(1, 16, SHAPE, routers=("task",), num_tasks=TASKS), capacity_factor=1.0
+        )
+    )
+    with pytest.raises(AutomoeError, match="capacity factor"):
+        export_task(capped, arch("task", "task"), 0)

@@ -36,6 +36,7 @@ CHECKPOINT_FORMAT = "automoe-model/1"
 class ModelConfig:
     """Everything needed to rebuild a model's modules; weights live in the state dict.
 
+    `task_names` name the task ids (translation pairs, in training order) when known.
     `positional_dim` and `dropout_ref_dim` default to the widest embedding. An extracted model
     keeps its SuperNet's values, so its sinusoids and dropout equal the SuperNet's.
     """
@@ -50,6 +51,7 @@ class ModelConfig:
     capacity_factor: float | None = None
     routers: tuple[str, ...] = ("token",)
     num_tasks: int = 1
+    task_names: tuple[str, ...] = ()
     pad_id: int = 0
     positional_dim: int = 0
     dropout_ref_dim: int = 0
@@ -66,6 +68,11 @@ class ModelConfig:
             raise AutomoeError(f"unknown routers {unknown or '[]'}; choices: {list(ROUTERS)}")
         if self.num_tasks < 1:
             raise AutomoeError(f"num_tasks must be at least 1, got {self.num_tasks}")
+        object.__setattr__(self, "task_names", tuple(self.task_names))
+        if self.task_names and len(self.task_names) != self.num_tasks:
+            raise AutomoeError(
+                f"task_names {list(self.task_names)} do not match num_tasks {self.num_tasks}"
+            )
         if self.positional_dim < widest:
             raise AutomoeError(f"positional_dim {self.positional_dim} is below the width {widest}")
         heads = (
@@ -189,6 +196,14 @@ class Transformer(nn.Module):
     @property
     def default_arch(self) -> ArchConfig:
         return self.config.shape
+
+    def task_id(self, name: str) -> int:
+        """The task id of a pair such as "en-de", as the model was trained with it."""
+        names = self.config.task_names
+        if name not in names:
+            known = f"its tasks are {list(names)}" if names else "it records no task names"
+            raise AutomoeError(f"this model was not trained on {name!r}: {known}")
+        return names.index(name)
 
     def check_arch(self, arch: ArchConfig) -> None:
         problem = arch.fits_in(self.config.shape)
