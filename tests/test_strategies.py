@@ -442,3 +442,26 @@ def test_third_party_strategies_come_from_entry_points(monkeypatch: pytest.Monke
     monkeypatch.setattr(registry_module, "STRATEGIES", dict(STRATEGIES))
     assert "plugin" in registry_module.available()
     assert registry_module.get_strategy("plugin") is Plugin
+
+
+ROUTED = {
+    **TINY_SPACE,
+    "encoder": {**TINY_SPACE["encoder"], "routing": ["token", "task"]},
+    "decoder": {**TINY_SPACE["decoder"], "routing": ["token", "sentence", "task"]},
+}
+
+
+@pytest.mark.parametrize("name", sorted(n for n in STRATEGIES if not n.startswith("test-")))
+def test_every_strategy_searches_the_routing_dimension(name: str) -> None:
+    """Routing genes exist only for MoE layers; every strategy stays valid and explores them."""
+    space = SearchSpace.from_dict(ROUTED)
+    strategy = get_strategy(name)(space, seed=5)
+    proposed = run(strategy, 6, 8)
+    assert proposed and all(space.contains(a) for a in proposed)
+    modes = {
+        m
+        for a in proposed
+        for m, e in zip(a.decoder_routing, a.decoder_experts, strict=True)
+        if e > 1
+    }
+    assert len(modes) >= 2
