@@ -48,37 +48,42 @@ class RoutingStats:
     expert_counts: Tensor
 
 
-class TokenRouter(nn.Module):
-    """Switch routing on the token's own hidden state: a linear map to one logit per expert."""
+class _LinearRouter(nn.Module):
+    """A linear map to one logit per expert, sliced to the active input width and experts."""
+
+    def __init__(self, in_dim: int, num_experts: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(num_experts, in_dim))
+        self.bias = nn.Parameter(torch.zeros(num_experts))
+        nn.init.normal_(self.weight, std=in_dim**-0.5)
+
+    def _logits(self, h: Tensor, num_experts: int) -> Tensor:
+        d = h.shape[-1]
+        return F.linear(h, self.weight[:num_experts, :d], self.bias[:num_experts])
+
+
+class TokenRouter(_LinearRouter):
+    """Switch routing on the token's own hidden state."""
 
     def __init__(self, embed_dim: int, num_experts: int, sentence_dim: int, num_tasks: int) -> None:
-        super().__init__()
-        self.weight = nn.Parameter(torch.empty(num_experts, embed_dim))
-        self.bias = nn.Parameter(torch.zeros(num_experts))
-        nn.init.normal_(self.weight, std=embed_dim**-0.5)
+        super().__init__(embed_dim, num_experts)
 
     def forward(self, x: Tensor, num_experts: int, context: RoutingContext) -> Tensor:
-        d = x.shape[-1]
-        return F.linear(x, self.weight[:num_experts, :d], self.bias[:num_experts])
+        return self._logits(x, num_experts)
 
 
-class SentenceRouter(nn.Module):
+class SentenceRouter(_LinearRouter):
     """Routing on the pooled source sentence: every token of a sentence gets its logits."""
 
     needs_sentence_states = True
 
     def __init__(self, embed_dim: int, num_experts: int, sentence_dim: int, num_tasks: int) -> None:
-        super().__init__()
-        self.weight = nn.Parameter(torch.empty(num_experts, sentence_dim))
-        self.bias = nn.Parameter(torch.zeros(num_experts))
-        nn.init.normal_(self.weight, std=sentence_dim**-0.5)
+        super().__init__(sentence_dim, num_experts)
 
     def forward(self, x: Tensor, num_experts: int, context: RoutingContext) -> Tensor:
-        states = context.sentence_states
-        if states is None:
+        if context.sentence_states is None:
             raise RoutingError("sentence routing needs the pooled source sentence states")
-        d = states.shape[-1]
-        per_sentence = F.linear(states, self.weight[:num_experts, :d], self.bias[:num_experts])
+        per_sentence = self._logits(context.sentence_states, num_experts)
         return per_sentence.index_select(0, context.token_rows)
 
 
