@@ -1,7 +1,7 @@
 """`python -m automoe.plot RUN [RUN...]`: redraw a search's figures from its run folders.
 
-Writes the loss-cost trade-off and the search progress (best feasible loss, hypervolume) as
-PNG and SVG; several runs (strategies, seeds) are overlaid on each figure.
+Writes the quality-cost trade-off and the search progress (best feasible loss or BLEU,
+hypervolume) as PNG and SVG; several runs (strategies, seeds) are overlaid on each figure.
 """
 
 from __future__ import annotations
@@ -14,9 +14,17 @@ from pathlib import Path
 import numpy as np
 
 from automoe.errors import AutomoeError, run_cli
-from automoe.plots import SEARCH_FILE, RunRecord, cost_axis, load_run, plot_progress, plot_tradeoff
+from automoe.plots import (
+    SEARCH_FILE,
+    RunRecord,
+    common_metric,
+    cost_axis,
+    load_run,
+    plot_progress,
+    plot_tradeoff,
+)
 
-MARGIN = 1.1  # default reference: this much beyond the worst loss and cost seen
+MARGIN = 1.1  # default reference: this much beyond the worst quality and cost seen
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,20 +34,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="folder for the figures (default: the first RUN's plots/)")
     p.add_argument(
         "--reference",
-        metavar="LOSS,COST",
-        help="hypervolume reference point, COST in the stored unit (ms, FLOPs, parameters); "
-        f"default: the first run's reference_point, else {MARGIN} x the largest loss and cost",
+        metavar="QUALITY,COST",
+        help="hypervolume reference point: the worst loss (or BLEU) and COST in the stored unit "
+        f"(ms, FLOPs, parameters); default: the first run's reference_point, else {MARGIN} x "
+        f"the largest loss (the lowest BLEU / {MARGIN}) and cost",
     )
     return p
 
 
 def parse_reference(text: str) -> tuple[float, float]:
-    """`LOSS,COST` as two finite numbers."""
+    """`QUALITY,COST` as two finite numbers."""
     parts = text.split(",")
     try:
         loss, cost = (float(part) for part in parts)
     except ValueError:
-        raise AutomoeError(f"--reference {text!r}: write LOSS,COST, e.g. 9,200") from None
+        raise AutomoeError(f"--reference {text!r}: write QUALITY,COST, e.g. 9,200") from None
     if not (math.isfinite(loss) and math.isfinite(cost)):
         raise AutomoeError(f"--reference {text!r}: both numbers must be finite")
     return loss, cost
@@ -48,17 +57,25 @@ def parse_reference(text: str) -> tuple[float, float]:
 def default_reference(runs: Sequence[RunRecord], cost: str) -> tuple[tuple[float, float], str]:
     """The first run's stored reference point, else a margin beyond the worst values seen;
     returned with where it came from, since a hypervolume means nothing without it."""
+    quality = common_metric(runs)
     stored = runs[0].search.get("reference_point")
     if isinstance(stored, dict):
-        point = (stored.get("loss"), stored.get(cost))
+        point = (stored.get(quality), stored.get(cost))
         if all(isinstance(v, (int, float)) and math.isfinite(v) for v in point):
             return (float(point[0]), float(point[1])), f"from {runs[0].path / SEARCH_FILE}"
     worst = []
-    for metric in ("loss", cost):
+    for metric in (quality, cost):
         values = np.concatenate([run.column(metric) for run in runs])
         if np.isnan(values).all():
             raise AutomoeError(f"no evaluation reports {metric}; cannot choose a reference point")
-        worst.append(float(np.nanmax(values)) * MARGIN)
+        lowest_is_worst = metric == "bleu"
+        worst.append(
+            float(np.nanmin(values)) / MARGIN
+            if lowest_is_worst
+            else float(np.nanmax(values)) * MARGIN
+        )
+    if quality == "bleu":
+        return (worst[0], worst[1]), f"the lowest BLEU / {MARGIN} and {MARGIN} x the largest {cost}"
     return (worst[0], worst[1]), f"{MARGIN} x the largest loss and {cost} evaluated"
 
 
@@ -70,8 +87,11 @@ def main(argv: list[str] | None = None) -> int:
         reference, source = parse_reference(args.reference), "from --reference"
     else:
         reference, source = default_reference(runs, args.cost)
-    loss, cost = reference
-    print(f"hypervolume reference point: loss={loss:g}, {args.cost}={cost:g} ({source})")
+    quality, cost = reference
+    print(
+        f"hypervolume reference point: {runs[0].metric}={quality:g}, {args.cost}={cost:g} "
+        f"({source})"
+    )
     out = Path(args.out) if args.out else runs[0].path / "plots"
     written = plot_tradeoff(runs, out, args.cost) + plot_progress(runs, out, reference, args.cost)
     for path in written:

@@ -1,5 +1,7 @@
-"""Figures of a search run read back from its folder: the loss-cost trade-off and the progress
-of the search, several runs overlaid so strategies and seeds compare on one figure.
+"""Figures of a search run read back from its folder: the quality-cost trade-off and the
+progress of the search, several runs overlaid so strategies and seeds compare on one figure.
+Quality is the metric the search scored: validation loss (lower is better) or BLEU (higher);
+fronts and hypervolumes use the minimised objective (loss, or -BLEU), axes show the metric.
 
 Drawn with matplotlib's object API (`Figure` renders through Agg), so plotting works on a
 headless machine and never changes the backend of a program that imports this module.
@@ -33,6 +35,7 @@ COST_AXES = {
     "params": ("parameters", "M", 1e6),
 }
 _MARKERS = {"largest": "^", "smallest": "v", "dense": "s"}
+METRIC_LABELS = {"loss": "validation loss", "bleu": "validation BLEU"}
 
 
 @dataclass(frozen=True)
@@ -51,15 +54,41 @@ class RunRecord:
         strategy, seed = self.search.get("strategy", "?"), self.search.get("seed", "?")
         return f"{self.path.resolve().name} ({strategy}, seed {seed})"
 
+    @property
+    def metric(self) -> str:
+        """The quality metric the search scored: "loss" or "bleu"."""
+        return str(self.search.get("metric", "loss"))
+
     def column(self, metric: str) -> np.ndarray:
         """One metric per evaluation as floats; NaN where it is null or missing (failures)."""
         return np.array([_float(e.get(metric)) for e in self.evaluations])
 
+    def score(self) -> np.ndarray:
+        """The quality as minimised: loss, or -BLEU."""
+        return minimised(self.metric, self.column(self.metric))
+
     @property
     def feasible(self) -> np.ndarray:
-        """Evaluated (a loss) and within every constraint, as the search judged it."""
+        """Evaluated (a score) and within every constraint, as the search judged it."""
         judged = np.array([e["feasible"] is True for e in self.evaluations])
-        return judged & ~np.isnan(self.column("loss"))
+        return judged & ~np.isnan(self.score())
+
+
+def minimised(metric: str, values: Any) -> Any:
+    """A quality value (or array) turned into the lower-is-better objective."""
+    return -np.asarray(values) if metric == "bleu" else values
+
+
+def common_metric(runs: Sequence[RunRecord]) -> str:
+    """The metric every run scored; runs of loss and of BLEU cannot share one figure."""
+    metrics = sorted({run.metric for run in runs})
+    if len(metrics) != 1:
+        raise AutomoeError(
+            f"the runs scored different metrics {metrics}; plot loss and BLEU runs separately"
+        )
+    if metrics[0] not in METRIC_LABELS:
+        raise AutomoeError(f"unknown search metric {metrics[0]!r}; choices: {list(METRIC_LABELS)}")
+    return metrics[0]
 
 
 def _float(value: Any) -> float:
@@ -116,10 +145,13 @@ def _read_evaluations(path: Path) -> list[dict[str, Any]]:
             raise AutomoeError(f"{path} line {number} is not valid JSON ({err})") from None
         if not (
             isinstance(row, dict)
-            and {"index", "loss", "feasible"} <= row.keys()
+            and {"index", "feasible"} <= row.keys()
+            and ("loss" in row or "bleu" in row)
             and isinstance(row["index"], int)
         ):
-            raise AutomoeError(f"{path} line {number} lacks an integer index, loss or feasible")
+            raise AutomoeError(
+                f"{path} line {number} lacks an integer index, feasible, or a loss or BLEU"
+            )
         rows.append(row)
     if not rows:
         raise AutomoeError(f"{path.parent} has no evaluations yet ({path.name} missing or empty)")
@@ -145,31 +177,34 @@ def _save(fig: Figure, out_dir: str | Path, stem: str) -> list[Path]:
 def plot_tradeoff(
     runs: Sequence[RunRecord], out_dir: str | Path, cost: str = "latency_ms"
 ) -> list[Path]:
-    """Loss against `cost` for every evaluated architecture (infeasible ones faded), each run's
-    feasible Pareto front as a step line, constraints on `cost` and the reference sub-networks.
-    Returns the PNG and SVG paths."""
+    """Quality (loss or BLEU) against `cost` for every evaluated architecture (infeasible ones
+    faded), each run's feasible Pareto front as a step line, constraints on `cost` and the
+    reference sub-networks. Returns the PNG and SVG paths."""
     quantity, unit, scale = cost_axis(cost)
+    metric = common_metric(runs)
     fig = Figure(figsize=(7, 5), layout="constrained")
     ax = fig.subplots()
     plotted = 0
     for i, run in enumerate(runs):
-        loss, spend, ok = run.column("loss"), run.column(cost) / scale, run.feasible
-        shown = ~np.isnan(loss) & ~np.isnan(spend)
+        quality, spend, ok = run.column(metric), run.column(cost) / scale, run.feasible
+        shown = ~np.isnan(quality) & ~np.isnan(spend)
         plotted += int(shown.sum())
         color = f"C{i}"
-        ax.scatter(spend[shown & ok], loss[shown & ok], s=14, color=color, alpha=0.8)
-        ax.scatter(spend[shown & ~ok], loss[shown & ~ok], s=14, color=color, alpha=0.15)
+        ax.scatter(spend[shown & ok], quality[shown & ok], s=14, color=color, alpha=0.8)
+        ax.scatter(spend[shown & ~ok], quality[shown & ~ok], s=14, color=color, alpha=0.15)
         feasible = np.flatnonzero(shown & ok)
-        front = feasible[pareto_front(np.column_stack([loss, spend])[feasible])]
+        front = feasible[pareto_front(np.column_stack([run.score(), spend])[feasible])]
         front = front[np.argsort(spend[front])]
-        ax.step(spend[front], loss[front], where="post", color=color, label=f"{run.label} front")
+        ax.step(spend[front], quality[front], where="post", color=color, label=f"{run.label} front")
     if not plotted:
-        raise AutomoeError(f"no evaluation has both a loss and {cost}; nothing to plot")
+        raise AutomoeError(f"no evaluation has both a {metric} and {cost}; nothing to plot")
     _draw_constraints(ax, runs, cost, scale)
-    _draw_references(ax, runs, cost, scale)
+    _draw_references(ax, runs, cost, scale, metric)
     ax.set_xlabel(f"{quantity} ({unit})")
-    ax.set_ylabel("validation loss")
-    ax.set_title(f"Loss vs {quantity} (faded: infeasible)")
+    ax.set_ylabel(METRIC_LABELS[metric])
+    ax.set_title(
+        f"{METRIC_LABELS[metric].split()[1].capitalize()} vs {quantity} (faded: infeasible)"
+    )
     ax.legend(fontsize="small")
     return _save(fig, out_dir, f"tradeoff_{cost}")
 
@@ -181,12 +216,14 @@ def _draw_constraints(ax: Axes, runs: Sequence[RunRecord], cost: str, scale: flo
         ax.axvline(constraint.bound / scale, color="black", linestyle=style, label=str(constraint))
 
 
-def _draw_references(ax: Axes, runs: Sequence[RunRecord], cost: str, scale: float) -> None:
+def _draw_references(
+    ax: Axes, runs: Sequence[RunRecord], cost: str, scale: float, metric: str
+) -> None:
     """Labelled markers for the reference sub-networks, each distinct one drawn once."""
     seen: set[tuple[str, float, float]] = set()
     for run in runs:
         for name, metrics in run.references.items():
-            loss, spend = _float(metrics.get("loss")), _float(metrics.get(cost)) / scale
+            loss, spend = _float(metrics.get(metric)), _float(metrics.get(cost)) / scale
             if np.isnan(loss) or np.isnan(spend) or (name, loss, spend) in seen:
                 continue
             first = all(name != s[0] for s in seen)
@@ -203,29 +240,32 @@ def plot_progress(
     reference_point: tuple[float, float],
     cost: str = "latency_ms",
 ) -> list[Path]:
-    """Best feasible loss so far and the hypervolume of feasible (loss, `cost`) points against
-    `reference_point` (loss, cost in the stored unit) after each evaluation. Infeasible and
-    failed evaluations add nothing. Returns the PNG and SVG paths."""
+    """Best feasible quality so far and the hypervolume of feasible (quality, `cost`) points
+    against `reference_point` (quality as the metric reads, cost in the stored unit) after each
+    evaluation. Infeasible and failed evaluations add nothing. Returns the PNG and SVG paths."""
     quantity, unit, scale = cost_axis(cost)
-    ref_loss, ref_cost = reference_point
+    metric = common_metric(runs)
+    ref_quality, ref_cost = reference_point
     fig = Figure(figsize=(11, 4.5), layout="constrained")
     best_ax, volume_ax = fig.subplots(1, 2)
     for i, run in enumerate(runs):
         ok = run.feasible
-        loss = np.where(ok, run.column("loss"), np.nan)
-        points = np.column_stack([loss, np.where(ok, run.column(cost) / scale, np.nan)])
-        steps = np.arange(1, len(loss) + 1)
-        curve = hypervolume_curve(points, (ref_loss, ref_cost / scale))
-        best_ax.plot(steps, best_so_far(loss), drawstyle="steps-post", color=f"C{i}")
+        score = np.where(ok, run.score(), np.nan)
+        points = np.column_stack([score, np.where(ok, run.column(cost) / scale, np.nan)])
+        steps = np.arange(1, len(score) + 1)
+        curve = hypervolume_curve(points, (minimised(metric, ref_quality), ref_cost / scale))
+        best = minimised(metric, best_so_far(score))
+        best_ax.plot(steps, best, drawstyle="steps-post", color=f"C{i}")
         volume_ax.plot(steps, curve, drawstyle="steps-post", color=f"C{i}", label=run.label)
+    short = metric if metric == "loss" else "BLEU"
     best_ax.set_xlabel("evaluations")
-    best_ax.set_ylabel("best feasible validation loss")
-    best_ax.set_title("Best feasible loss so far")
+    best_ax.set_ylabel(f"best feasible {METRIC_LABELS[metric]}")
+    best_ax.set_title(f"Best feasible {short} so far")
     volume_ax.set_xlabel("evaluations")
-    volume_ax.set_ylabel(f"hypervolume (loss × {unit})")
-    volume_ax.set_title(f"Hypervolume of feasible loss × {quantity}")
+    volume_ax.set_ylabel(f"hypervolume ({short} × {unit})")
+    volume_ax.set_title(f"Hypervolume of feasible {short} × {quantity}")
     fig.suptitle(
-        f"Search progress; hypervolume reference point: loss {ref_loss:.4g}, "
+        f"Search progress; hypervolume reference point: {short} {ref_quality:.4g}, "
         f"{quantity} {ref_cost / scale:.4g} {unit}"
     )
     volume_ax.legend(fontsize="small")

@@ -150,7 +150,7 @@ def test_cli_errors_are_one_clear_message(
             [str(good), "--cost", "watts"],
             "unknown cost 'watts'; choices: latency_ms, flops, params",
         ),
-        ([str(good), "--reference", "9"], "write LOSS,COST"),
+        ([str(good), "--reference", "9"], "write QUALITY,COST"),
     ]
     for argv, needle in cases:
         assert run_cli(main, argv) == 2, argv
@@ -168,3 +168,39 @@ def test_module_runs_as_a_command(tmp_path: Path) -> None:
     )
     assert result.returncode == 2
     assert result.stderr == f"error: search run folder {tmp_path / 'missing'} does not exist\n"
+
+
+def bleu_run(folder: Path) -> Path:
+    """A run that scored BLEU: rows hold bleu (higher is better) and no loss."""
+    make_run(folder)
+    search = json.loads((folder / "search.json").read_text())
+    search.update(metric="bleu", objectives=["bleu", "latency_ms"])
+    (folder / "search.json").write_text(json.dumps(search))
+    rows = [json.loads(line) for line in (folder / "evaluations.jsonl").read_text().splitlines()]
+    for row in rows:
+        loss = row.pop("loss")
+        row["bleu"] = None if loss is None else 40.0 - 5.0 * loss
+        row["objective"] = None if loss is None else -row["bleu"]
+    (folder / "evaluations.jsonl").write_text("\n".join(map(json.dumps, rows)) + "\n")
+    return folder
+
+
+def test_bleu_runs_plot_bleu_with_fronts_on_the_maximised_metric(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = load_run(bleu_run(tmp_path / "b"))
+    assert run.metric == "bleu"
+    np.testing.assert_allclose(run.score(), -run.column("bleu"))
+    assert_figures(plot_tradeoff([run], tmp_path / "out"))
+    assert "validation BLEU" in (tmp_path / "out" / "tradeoff_latency_ms.svg").read_text()
+    assert_figures(plot_progress([run], tmp_path / "out", (0.0, 100.0)))
+    assert (
+        "best feasible validation BLEU"
+        in (tmp_path / "out" / "progress_latency_ms.svg").read_text()
+    )
+    assert main([str(run.path), "--out", str(tmp_path / "cli")]) == 0
+    lowest = np.nanmin(run.column("bleu")) / 1.1
+    assert f"bleu={lowest:g}" in capsys.readouterr().out
+    loss_run = make_run(tmp_path / "l")
+    assert run_cli(main, [str(run.path), str(loss_run)]) == 2
+    assert "plot loss and BLEU runs separately" in capsys.readouterr().err
