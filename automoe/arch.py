@@ -146,6 +146,16 @@ class ArchConfig:
         object.__setattr__(self, name, canonical)
 
     @property
+    def routing_modes(self) -> tuple[str, ...]:
+        """The granularities the MoE layers route by, in first-use order (empty: all dense)."""
+        layers = zip(
+            self.encoder_routing + self.decoder_routing,
+            self.encoder_experts + self.decoder_experts,
+            strict=True,
+        )
+        return tuple(dict.fromkeys(mode for mode, experts in layers if experts > 1))
+
+    @property
     def routes_by_token_only(self) -> bool:
         return all(m == "token" for m in self.encoder_routing + self.decoder_routing)
 

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from automoe.arch import ArchConfig, ArchError
+from automoe.cost.flops import count_flops, count_params
 from automoe.errors import AutomoeError
 from automoe.space import SearchSpace, SpaceError
 from automoe.strategies.genome import decode, genes
@@ -389,3 +390,19 @@ def test_export_refuses_what_it_cannot_fold() -> None:
     )
     with pytest.raises(AutomoeError, match="capacity factor"):
         export_task(capped, arch("task", "task"), 0)
+
+
+@pytest.mark.parametrize("modes", [("token", "token"), ("sentence", "task"), ("task", "sentence")])
+def test_parameter_and_flop_counts_follow_the_routers(modes: tuple[str, str]) -> None:
+    net, a = model(), arch(*modes)
+    sub = extract(net, a)
+    assert set(sub.encoder_layers[0].ffn.routers) == set(modes)
+    report = count_params(a, qkv_dim=QKV, vocab_size=VOCAB, num_tasks=TASKS)
+    assert report.total == params(sub)
+    token = count_flops(arch("token", "token"), qkv_dim=QKV, vocab_size=VOCAB, src_len=30)
+    flops = count_flops(a, qkv_dim=QKV, vocab_size=VOCAB, src_len=30)
+    # a token router scores 30 tokens (2*16*3 each); a task router nothing; a sentence router
+    # pools the 30 source states (16 each) and scores the sentence once
+    per_layer = {"token": 0, "task": -30 * 96, "sentence": 30 * 16 + 96 - 30 * 96}
+    assert flops.encoder - token.encoder == 2 * per_layer[modes[0]]
+    assert flops.decoder - token.decoder == 2 * per_layer[modes[1]]

@@ -118,6 +118,8 @@ class _Layer:
     embed_dim: int
     widths: tuple[int, ...]
     top_k: int
+    routing: str
+    sentence_dim: int
 
     @property
     def key(self) -> LayerKey:
@@ -129,8 +131,10 @@ def _layers(arch: ArchConfig) -> Iterator[_Layer]:
         dim = getattr(arch, f"{side}_embed_dim")
         widths = getattr(arch, f"{side}_ffn_dims")
         top_k = getattr(arch, f"{side}_top_k")
-        for i, (w, k) in enumerate(zip(widths, top_k, strict=True)):
-            yield _Layer(side, i, dim, w, k)
+        routing = getattr(arch, f"{side}_routing")
+        pooled = arch.encoder_embed_dim  # sentence routers read the source sentence
+        for i, (w, k, r) in enumerate(zip(widths, top_k, routing, strict=True)):
+            yield _Layer(side, i, dim, w, k, r, pooled)
 
 
 def _fractions(
@@ -183,9 +187,28 @@ def _attention_flops(queries: int, keys: int, query_dim: int, key_dim: int, qkv_
     return projections + products
 
 
-def _router_flops(lay: _Layer) -> int:
+def _router_flops(lay: _Layer, tokens: int) -> int:
+    """A layer's routing cost over `tokens` tokens of one sentence: a token router scores every
+    token, a sentence router pools the source once and scores it once, a task router looks up."""
     e = len(lay.widths)
-    return 2 * lay.embed_dim * e if e > 1 else 0
+    if e == 1 or lay.routing == "task":
+        return 0
+    if lay.routing == "sentence":
+        return lay.sentence_dim * tokens + 2 * lay.sentence_dim * e
+    return tokens * 2 * lay.embed_dim * e
+
+
+def _router_params(lay: _Layer, modes: tuple[str, ...], num_tasks: int) -> int:
+    """Routers an extracted MoE layer holds: one per granularity its architecture uses."""
+    e = len(lay.widths)
+    if e == 1:
+        return 0
+    sizes = {
+        "task": num_tasks * e,
+        "sentence": e * lay.sentence_dim + e,
+        "token": e * lay.embed_dim + e,
+    }
+    return sum(sizes[mode] for mode in modes)
 
 
 def _worst_widths(lay: _Layer) -> int:
@@ -224,8 +247,8 @@ def count_flops(
     for lay in _layers(arch):
         n, d = tokens[lay.side], lay.embed_dim
         routed = sum(f * w for f, w in zip(fractions[lay.key], lay.widths, strict=True))
-        expected[lay.side] += n * (_router_flops(lay) + 4 * d * routed)
-        worst[lay.side] += n * (_router_flops(lay) + 4 * d * _worst_widths(lay))
+        expected[lay.side] += _router_flops(lay, n) + n * 4 * d * routed
+        worst[lay.side] += _router_flops(lay, n) + n * 4 * d * _worst_widths(lay)
     return FlopsReport(
         src_len=src_len,
         tgt_len=tgt_len,
@@ -253,8 +276,11 @@ def count_params(
     qkv_dim: int,
     vocab_size: int,
     expert_fractions: ExpertFractions | None = None,
+    num_tasks: int = 1,
 ) -> ParamsReport:
-    """Parameters of `extract(model, arch)`, exactly, and the share one token activates."""
+    """Parameters of `extract(model, arch)`, exactly, and the share one token activates.
+
+    `num_tasks` sizes task routers (one logit row per task)."""
     fractions = _fractions(arch, expert_fractions)
     d_enc, d_dec = arch.encoder_embed_dim, arch.decoder_embed_dim
     layer_norms = 2 * (d_enc + d_dec)  # the final encoder and decoder norms
@@ -268,9 +294,8 @@ def count_params(
     all_experts = worst = 0
     expected = 0.0
     for lay in _layers(arch):
-        e, d = len(lay.widths), lay.embed_dim
-        if e > 1:
-            shared += e * d + e  # router weight and bias
+        d = lay.embed_dim
+        shared += _router_params(lay, arch.routing_modes, num_tasks)
         sizes = [_expert_params(d, w) for w in lay.widths]
         all_experts += sum(sizes)
         worst += sum(sorted(sizes, reverse=True)[: lay.top_k])

@@ -404,11 +404,13 @@ def load_checkpoint_file(path: str | Path) -> dict[str, Any]:
 
 
 def extract(model: Transformer, arch: ArchConfig) -> Transformer:
-    """A standalone model holding only the weights `arch` uses (top-left slices)."""
+    """A standalone model holding only the weights `arch` uses (top-left slices); its MoE
+    layers hold routers of the granularities `arch` routes by (each layer all of them)."""
     model.check_arch(arch)
     config = replace(
         model.config,
         shape=arch,
+        routers=arch.routing_modes or model.config.routers[:1],
         positional_dim=model.config.positional_dim,
         dropout_ref_dim=model.config.dropout_ref_dim,
     )
