@@ -48,7 +48,7 @@ def main() -> None:
                 "--no-progress",
             ]
             if args.supernet:
-                cmd.append(f"--supernet={args.supernet}")
+                cmd.append(f"--supernet={Path(args.supernet).resolve()}")  # runs in REPO
             subprocess.run(cmd, check=True, cwd=REPO)
             tables.append(_latencies(out))
     first, second = tables

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -61,25 +62,36 @@ def tiny_space_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def tiny_run(
-    tmp_path_factory: pytest.TempPathFactory, tiny_space_file: Path, data_dir: Path
-) -> Path:
-    """A run folder holding a tiny SuperNet trained for a few seconds on Multi30k en-de."""
+def train_tiny(data_dir: Path) -> Callable[..., Path]:
+    """Train a tiny SuperNet in seconds: `train_tiny(run, space, **flags)`; flags override."""
     from automoe.train import main as train_main
 
-    run = tmp_path_factory.mktemp("tiny-run") / "run"
-    args = {
-        "run": run,
-        "space": tiny_space_file,
-        "data-dir": data_dir,
-        "train-limit": 400,
-        "valid-size": 30,
-        "vocab-size": 400,
-        "max-tokens": 512,
-        "max-steps": 30,
-        "warmup-steps": 5,
-        "lr": 3e-3,
-        "threads": 1,
-    }
-    assert train_main([*(f"--{k}={v}" for k, v in args.items()), "--no-progress"]) == 0
-    return run
+    def train(run: Path, space: Path, **flags: object) -> Path:
+        args = {
+            "run": run,
+            "space": space,
+            "data-dir": data_dir,
+            "train-limit": 400,
+            "valid-size": 30,
+            "vocab-size": 400,
+            "max-tokens": 512,
+            "max-steps": 30,
+            "warmup-steps": 5,
+            "lr": 3e-3,
+            "threads": 1,
+            **{key.replace("_", "-"): value for key, value in flags.items()},
+        }
+        assert train_main([*(f"--{k}={v}" for k, v in args.items()), "--no-progress"]) == 0
+        return run
+
+    return train
+
+
+@pytest.fixture(scope="session")
+def tiny_run(
+    tmp_path_factory: pytest.TempPathFactory,
+    tiny_space_file: Path,
+    train_tiny: Callable[..., Path],
+) -> Path:
+    """A run folder holding a tiny SuperNet trained for a few seconds on Multi30k en-de."""
+    return train_tiny(tmp_path_factory.mktemp("tiny-run") / "run", tiny_space_file)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -133,3 +134,31 @@ def test_measure_command_reports_trained_weights(
     report = json.loads(capsys.readouterr().out)
     assert report["weights"] == "trained" and report["latency_ms"] > 0
     assert report["machine"]["torch_threads"] == 1
+
+
+def test_cpu_clock_does_not_charge_time_the_process_was_not_running() -> None:
+    """A sleeping encoder stands in for a core taken by a neighbour: wall time counts it, the
+    process's CPU time does not."""
+    torch.manual_seed(0)
+    model = Transformer(ModelConfig(50, 16, ARCH))
+    encode = model.encode
+
+    def idle_encode(*args, **kwargs):
+        time.sleep(0.03)
+        return encode(*args, **kwargs)
+
+    model.encode = idle_encode  # type: ignore[method-assign]
+    sources, targets = [[4, 5, 6, 7, 8, 9]], [[20, 21, 22, 23]]
+    timed = {
+        clock: measure_latency(
+            model,
+            sources,
+            targets,
+            LatencySettings(src_len=6, tgt_len=4, warmup=1, runs=3, clock=clock),
+        )
+        for clock in ("wall", "cpu")
+    }
+    assert timed["wall"].encoder_ms >= 30.0
+    assert timed["cpu"].encoder_ms < 15.0
+    with pytest.raises(AutomoeError, match="unknown clock 'gpu'; choices: wall, cpu"):
+        LatencySettings(clock="gpu")

@@ -3,6 +3,7 @@ translates real sentences exactly as its exported per-pair sub-networks do."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -49,30 +50,20 @@ decoder:
 
 
 @pytest.fixture(scope="module")
-def task_run(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Path:
-    from automoe.train import main as train_main
-
+def task_run(tmp_path_factory: pytest.TempPathFactory, train_tiny: Callable[..., Path]) -> Path:
     folder = tmp_path_factory.mktemp("task-run")
     space = folder / "space.yaml"
     space.write_text(TASK_SPACE)
-    run = folder / "run"
-    args = {
-        "run": run,
-        "space": space,
-        "data-dir": data_dir,
-        "pairs": "en-de,en-fr,en-cs",
-        "task-temperature": "inf",
-        "train-limit": 300,
-        "valid-size": 25,
-        "vocab-size": 500,
-        "max-tokens": 512,
-        "max-steps": 25,
-        "warmup-steps": 5,
-        "lr": 3e-3,
-        "threads": 1,
-    }
-    assert train_main([*(f"--{k}={v}" for k, v in args.items()), "--no-progress"]) == 0
-    return run
+    return train_tiny(
+        folder / "run",
+        space,
+        pairs="en-de,en-fr,en-cs",
+        task_temperature="inf",
+        train_limit=300,
+        valid_size=25,
+        vocab_size=500,
+        max_steps=25,
+    )
 
 
 def test_export_cli_translates_real_sentences_exactly_as_the_full_model(
