@@ -9,7 +9,8 @@ dummy input sends every token to the same expert and misstates a MoE model's lat
 The clock is wall time by default (the papers'). `clock="cpu"` reads the process's CPU time
 instead: with one thread on a shared machine, time other processes take from the core is not
 charged to the model, so a busy neighbour no longer inflates the figure (it still shares
-caches and memory bandwidth). With several threads CPU time sums them; use it with one.
+caches and memory bandwidth, or a hyperthread's core). With several threads CPU time sums
+them; use it with one.
 """
 
 from __future__ import annotations
