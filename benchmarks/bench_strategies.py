@@ -62,6 +62,14 @@ def main() -> None:
     p.add_argument("--constraint", required=True, help="e.g. latency_ms<=60")
     p.add_argument("--evaluations", type=int, default=300)
     p.add_argument("--seeds", type=int, default=5)
+    p.add_argument(
+        "--seeds-of",
+        action="append",
+        default=[],
+        metavar="STRATEGY=N",
+        help="fewer (or more) seeds for one strategy, e.g. optuna-tpe=1 when it is too slow; "
+        "the report names every such exception",
+    )
     p.add_argument("--valid-size", type=int, default=100)
     p.add_argument("--strategies", default="random,evolution,optuna-tpe,optuna-nsga2,nevergrad")
     p.add_argument("--evolution-population", type=int, default=50)
@@ -76,9 +84,10 @@ def main() -> None:
     info = machine_info(args.threads)
     bound = float(args.constraint.split("<=")[1])
     strategies = args.strategies.split(",")
+    seeds_of = {name: int(n) for name, n in (item.split("=") for item in args.seeds_of)}
     runs: dict[str, list[Path]] = {}
     for strategy in strategies:
-        for seed in range(args.seeds):
+        for seed in range(seeds_of.get(strategy, args.seeds)):
             run = args.runs_dir / f"{strategy}-s{seed}"
             runs.setdefault(strategy, []).append(run)
             if (run / "summary.json").exists():
@@ -176,7 +185,9 @@ def main() -> None:
         "",
         f"- SuperNet `{args.supernet}`, predictor `{args.predictor}`, constraint "
         f"`{args.constraint}`, {args.evaluations} architectures scored per run (each once), "
-        f"{args.seeds} seeds, validation subset of {args.valid_size} sentences; every "
+        f"{args.seeds} seeds"
+        + "".join(f" ({name}: {n} only)" for name, n in seeds_of.items())
+        + f", validation subset of {args.valid_size} sentences; every "
         f"strategy optimises `{args.objectives}`.",
         f"- Hypervolume of the feasible (loss, latency) points against the fixed reference "
         f"point (loss {reference[0]:.4f} = smallest sub-network's loss + 1, latency "
