@@ -19,6 +19,11 @@ processes) or neither (in memory, saved inside `state_dict`); `study_name`; `wor
 (RDB storage only: a worker's trials whose heartbeat goes stale are failed and retried by the
 next worker to ask). TPE takes `n_startup_trials`, NSGA-II `population_size`.
 
+A sampler that has converged keeps proposing architectures already scored (or refused), and
+every refused draw is one more trial to model, so its asks slow down as they repeat. After
+`random_after` (default 10) refused draws in a row, the next asks come from Optuna's
+`RandomSampler` until one is accepted (0 turns this off).
+
 Resume is exact: the sampler is re-seeded before every ask from (seed, worker_index, number of
 asks), so it carries no hidden random state; the study itself reloads from its storage (or,
 in memory, from the journal saved in the state).
@@ -33,7 +38,7 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import optuna
-from optuna.samplers import BaseSampler, NSGAIISampler, TPESampler
+from optuna.samplers import BaseSampler, NSGAIISampler, RandomSampler, TPESampler
 from optuna.storages import RDBStorage, fail_stale_trials
 from optuna.study import StudyDirection
 from optuna.trial import TrialState
@@ -57,6 +62,7 @@ class OptunaStrategy(ExternalStrategy):
         "heartbeat_interval": None,
         "grace_period": None,
         "max_retry": 3,
+        "random_after": 10,
     }
 
     @abstractmethod
@@ -86,6 +92,8 @@ class OptunaStrategy(ExternalStrategy):
             )
         state = state or {}
         self._asks: int = state.get("asks", 0)
+        self._refused: int = state.get("refused", 0)  # refused draws in a row
+        self._int_option("random_after", 0)
         self._memory = MemoryJournal(state.get("journal") or ())
         self._storage = open_storage(
             storage_url=options["storage_url"],
@@ -124,6 +132,7 @@ class OptunaStrategy(ExternalStrategy):
         return {
             **super()._state(),
             "asks": self._asks,
+            "refused": self._refused,
             "journal": None if persistent else json.loads(json.dumps(self._memory.logs)),
         }
 
@@ -142,8 +151,21 @@ class OptunaStrategy(ExternalStrategy):
             self._trials[handle] = optuna.Trial(self._study, handle)
         return self._trials[handle]
 
+    def _propose(self, n: int) -> list[ArchConfig]:
+        out = super()._propose(n)
+        if out:
+            self._refused = 0
+        return out
+
+    def _discard(self, arch: ArchConfig, handle: int, duplicate: bool) -> None:
+        self._refused += 1
+        super()._discard(arch, handle, duplicate)
+
     def _external_ask(self) -> tuple[ArchConfig, int]:
-        self._study.sampler = self._sampler(self._trial_seed())
+        limit = self._options["random_after"]
+        stuck = limit > 0 and self._refused >= limit
+        seed = self._trial_seed()
+        self._study.sampler = RandomSampler(seed=seed) if stuck else self._sampler(seed)
         self._asks += 1
         with quiet():
             if self._heartbeat is not None:

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from optuna.samplers import RandomSampler
 
 from automoe.arch import ArchConfig
 from automoe.errors import AutomoeError
@@ -24,6 +25,7 @@ from automoe.strategies import registry as registry_module
 from automoe.strategies.conformance import TINY_SPACE, loss, size, tiny_space
 from automoe.strategies.evolution import EvolutionarySearch
 from automoe.strategies.genome import decode, genes
+from automoe.strategies.optuna_strategy import OptunaTPE
 from automoe.strategies.pareto import crowding, fronts, rank
 
 
@@ -465,3 +467,30 @@ def test_every_strategy_searches_the_routing_dimension(name: str) -> None:
         if e > 1
     }
     assert len(modes) >= 2
+
+
+class _Lowest(RandomSampler):
+    """A converged sampler: every gene at its lowest index, so every ask is the same arch."""
+
+    def sample_independent(self, study, trial, param_name, param_distribution):
+        return param_distribution.low
+
+
+class StubbornTPE(OptunaTPE):
+    name = "test-stubborn"
+
+    def _sampler(self, seed: int) -> RandomSampler:
+        return _Lowest(seed=seed)
+
+
+def test_optuna_turns_to_random_draws_when_its_sampler_repeats_itself() -> None:
+    space = tiny_space()
+    stuck = StubbornTPE(space, seed=0, random_after=0, max_tries=30)
+    assert len(run(stuck, 3, 4)) == 1  # after the first arch, only duplicates: exhausted
+    freed = StubbornTPE(space, seed=0, random_after=5, max_tries=30)
+    proposed = run(freed, 3, 4)
+    assert len(proposed) == 12 and len({a.key() for a in proposed}) == 12
+    # at most `random_after` refused draws before each accepted one, plus the first arch
+    assert len(freed.study.trials) <= 12 * (5 + 1)
+    again = StubbornTPE(space, seed=0, random_after=5, max_tries=30)
+    assert [a.key() for a in run(again, 3, 4)] == [a.key() for a in proposed]
