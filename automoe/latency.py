@@ -5,12 +5,19 @@
 
 With a SuperNet (`--model`/`--supernet`), models carry trained router weights and are timed
 on real sentences; without one, weights are random (routing untrained) and the output says so.
+
+On a machine whose speed drifts (shared or virtual), `--reference smallest` times a reference
+sub-network right after every run and reports each latency at one fixed speed of that
+reference: measured once when a dataset starts (kept in its sidecar, so a resumed or
+extended dataset uses the same), or given with `--reference-ms`. `raw_ms` keeps the
+unscaled figure and `reference_ms` the reference's own, as timed beside it.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import json
 import random
 import sys
@@ -41,6 +48,8 @@ RESULT_COLUMNS = [
     "iqr_ms",
     "runs",
     "weights",
+    "reference_ms",
+    "raw_ms",
 ]
 
 
@@ -57,6 +66,16 @@ def _add_protocol(p: argparse.ArgumentParser) -> None:
         default="wall",
         help="wall time (default, the papers') or process CPU time, which a busy neighbour "
         "does not inflate (use with --threads 1)",
+    )
+    p.add_argument(
+        "--reference",
+        help="largest, smallest or an arch file: a reference sub-network timed after every run "
+        "to cancel the machine's speed drift (needs a SuperNet, or --space for random weights)",
+    )
+    p.add_argument(
+        "--reference-ms",
+        type=float,
+        help="the reference's latency at the speed to report (default: measured once)",
     )
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--data-dir", help="folder holding multi30k/ (for the real sentences)")
@@ -91,17 +110,51 @@ def _settings(args: argparse.Namespace) -> LatencySettings:
     )
 
 
+def _reference_arch(spec: str, space: SearchSpace) -> ArchConfig:
+    if spec in ("largest", "smallest"):
+        return getattr(space, spec)()
+    arch = ArchConfig.load(spec)
+    space.validate(arch)
+    return arch
+
+
+def _calibrated(
+    reference: Transformer,
+    sources: list[list[int]],
+    targets: list[list[int]],
+    settings: LatencySettings,
+) -> float:
+    """The reference's own latency over five times the timed runs: the speed to report at."""
+    longer = dataclasses.replace(settings, runs=settings.runs * 5)
+    return measure_latency(reference, sources, targets, longer).latency_ms
+
+
 def measure(args: argparse.Namespace) -> int:
     device = pick_device(args.device)
     model, tokenizer = load_model_file(args.model)
     arch = resolve_arch(args.arch, model)
-    sub = extract(model, arch) if isinstance(model, SuperNet) else model
     settings = _settings(args)
     sources, targets = latency_inputs(tokenizer, args.data_dir, settings)
-    result = measure_latency(sub.to(device), sources, targets, settings)
+    reference = None
+    if args.reference:
+        if not isinstance(model, SuperNet):
+            raise AutomoeError("--reference needs a SuperNet run; this is an extracted model")
+        reference = extract(model, resolve_arch(args.reference, model)).to(device)
+    sub = extract(model, arch) if isinstance(model, SuperNet) else model
+    raw = measure_latency(sub.to(device), sources, targets, settings, reference)
+    result, extra = raw, {}
+    if reference is not None:
+        speed = args.reference_ms or _calibrated(reference, sources, targets, settings)
+        result = raw.rescaled(speed)
+        extra = {
+            "raw_ms": raw.latency_ms,
+            "reference_ms": raw.reference_ms,
+            "reference": {"arch": reference.default_arch.to_dict(), "ms": speed},
+        }
     report = {
         "arch_key": arch.key(),
         **result.to_dict(),
+        **extra,
         "weights": "trained",
         "inputs": "real sentences (Multi30k val, en-de)",
         "protocol": {**settings.to_dict(), "threads": args.threads},
@@ -158,6 +211,15 @@ def sample_archs(space: SearchSpace, count: int, seed: int) -> list[ArchConfig]:
     return list(seen.values())
 
 
+def _saved_reference_ms(out: Path) -> float | None:
+    """The reference speed an existing dataset was reported at, so a resume keeps it."""
+    sidecar = out.with_suffix(out.suffix + ".json")
+    if not sidecar.exists():
+        return None
+    saved = json.loads(sidecar.read_text()).get("reference") or {}
+    return saved.get("ms")
+
+
 def dataset(args: argparse.Namespace) -> int:
     device = pick_device(args.device)
     settings = _settings(args)
@@ -171,6 +233,20 @@ def dataset(args: argparse.Namespace) -> int:
     else:
         space = SearchSpace.load(args.space)
         tokenizer = RunData(DataSettings(), args.data_dir).tokenizer
+
+    def build(arch: ArchConfig) -> Transformer:
+        if supernet is not None:
+            return extract(supernet, arch).to(device)
+        torch.manual_seed(args.seed)
+        return Transformer(ModelConfig(tokenizer.vocab_size, space.qkv_dim, arch)).to(device)
+
+    sources, targets = latency_inputs(tokenizer, args.data_dir, settings)
+    out = Path(args.out)
+    reference = build(_reference_arch(args.reference, space)) if args.reference else None
+    speed = None
+    if reference is not None:
+        speed = args.reference_ms or _saved_reference_ms(out)
+        speed = speed or _calibrated(reference, sources, targets, settings)
     features = ArchFeatures.from_space(space)
     weights = "trained" if supernet is not None else "random"
     meta = {
@@ -178,22 +254,21 @@ def dataset(args: argparse.Namespace) -> int:
         "supernet": str(Path(args.supernet).resolve()) if args.supernet else None,
         "weights": weights,
         "protocol": {**settings.to_dict(), "threads": args.threads},
+        "reference": None
+        if reference is None
+        else {"arch": reference.default_arch.to_dict(), "ms": speed},
         "seed": args.seed,
         "machine": machine_info(device),
     }
-    table = LatencyDataset(Path(args.out), [*features.columns, *RESULT_COLUMNS], meta)
+    table = LatencyDataset(out, [*features.columns, *RESULT_COLUMNS], meta)
     archs = sample_archs(space, args.count, args.seed)
     todo = [a for a in archs if a.key() not in table.done]
-    sources, targets = latency_inputs(tokenizer, args.data_dir, settings)
     for arch in tqdm(todo, disable=args.no_progress, unit="arch", desc="latency"):
-        if supernet is not None:
-            model = extract(supernet, arch)
-        else:
-            torch.manual_seed(args.seed)
-            model = Transformer(ModelConfig(tokenizer.vocab_size, space.qkv_dim, arch))
-        result = measure_latency(model.to(device), sources, targets, settings)
+        raw = measure_latency(build(arch), sources, targets, settings, reference)
         row = dict(zip(features.columns, features.transform([arch])[0].tolist(), strict=True))
-        row.update(arch_key=arch.key(), arch=arch.to_json(), weights=weights, **result.to_dict())
+        row.update(arch_key=arch.key(), arch=arch.to_json(), weights=weights)
+        row.update((raw if speed is None else raw.rescaled(speed)).to_dict())
+        row.update(raw_ms=raw.latency_ms, reference_ms=raw.reference_ms)
         table.append(row)
     print(f"{args.out}: {len(table.done)} architectures ({len(todo)} measured now)")
     return 0
@@ -201,6 +276,8 @@ def dataset(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.reference_ms is not None and (not args.reference or args.reference_ms <= 0):
+        raise AutomoeError("--reference-ms needs --reference and a positive number of ms")
     torch.set_num_threads(args.threads)
     return measure(args) if args.command == "measure" else dataset(args)
 

@@ -3,12 +3,17 @@
 Runs `python -m automoe.latency dataset` twice per clock (fresh processes, same seed, so the
 same architectures; wall and CPU clock passes interleaved) and reports the median absolute
 relative difference per architecture. Target: at most 5%.
+
+With `--reference smallest` every pass times that sub-network beside each run and reports at
+one reference speed; the second pass reuses the first's (`--reference-ms`), as resuming or
+extending a dataset does, so the comparison measures the drift the pairing leaves.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import json
 import os
 import statistics
 import subprocess
@@ -24,7 +29,13 @@ def _latencies(path: Path) -> dict[str, float]:
         return {row["arch_key"]: float(row["latency_ms"]) for row in csv.DictReader(f)}
 
 
-def _measure(args: argparse.Namespace, out: Path, clock: str) -> dict[str, float]:
+def _reference_ms(out: Path) -> float:
+    return json.loads(out.with_suffix(out.suffix + ".json").read_text())["reference"]["ms"]
+
+
+def _measure(
+    args: argparse.Namespace, out: Path, clock: str, reference_ms: float | None
+) -> dict[str, float]:
     cmd = [
         sys.executable,
         "-m",
@@ -41,6 +52,10 @@ def _measure(args: argparse.Namespace, out: Path, clock: str) -> dict[str, float
     ]
     if args.supernet:
         cmd.append(f"--supernet={Path(args.supernet).resolve()}")  # runs in REPO
+    if args.reference:
+        cmd.append(f"--reference={args.reference}")
+    if reference_ms is not None:
+        cmd.append(f"--reference-ms={reference_ms}")
     subprocess.run(cmd, check=True, cwd=REPO)
     return _latencies(out)
 
@@ -52,6 +67,7 @@ def main() -> None:
     p.add_argument("--space", default="multi30k")
     p.add_argument("--runs", type=int, default=20, dest="latency_runs")
     p.add_argument("--clocks", default="wall,cpu", help="clocks to compare, comma-separated")
+    p.add_argument("--reference", help="largest, smallest or an arch file (drift pairing)")
     args = p.parse_args()
     info = machine_info(args.threads)
     clocks = args.clocks.split(",")
@@ -61,12 +77,16 @@ def main() -> None:
         for attempt in ("first", "second"):
             for clock in clocks:  # interleaved, so both clocks see the same machine
                 loads.append(os.getloadavg()[0])
-                tables[clock].append(_measure(args, Path(tmp) / f"{clock}-{attempt}.csv", clock))
+                first = Path(tmp) / f"{clock}-first.csv"
+                speed = _reference_ms(first) if args.reference and attempt == "second" else None
+                out = Path(tmp) / f"{clock}-{attempt}.csv"
+                tables[clock].append(_measure(args, out, clock, speed))
     payload = {
         **info,
         "architectures": args.count,
         "latency_runs_per_arch": args.latency_runs,
         "supernet": args.supernet,
+        "reference": args.reference,
         "load_average_before_each_pass": loads,
         "target": 0.05,
         "clocks": {},
@@ -94,7 +114,8 @@ def main() -> None:
         )
     md = "\n\n".join(
         [
-            "# Latency repeatability: two separate measurement processes per clock",
+            "# Latency repeatability: two separate measurement processes per clock"
+            + (f", timed beside the {args.reference} reference" if args.reference else ""),
             machine_markdown(info),
             f"Passes run in the order {' '.join(f'{c}' for c in clocks)} twice; the 1-minute "
             f"load average before each pass: {loads}. A load above {args.threads} means other "
@@ -104,7 +125,8 @@ def main() -> None:
     )
     print(md)
     if not args.no_write:
-        write_results(args.out, "latency_repeatability", payload, md)
+        name = "latency_repeatability" + (".reference" if args.reference else "")
+        write_results(args.out, name, payload, md)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from torch import nn
 
 from automoe.arch import ArchConfig
 from automoe.cost.latency import (
@@ -19,7 +20,7 @@ from automoe.cost.latency import (
 )
 from automoe.errors import AutomoeError
 from automoe.latency import main as latency_main
-from automoe.supernet.model import ModelConfig, Transformer
+from automoe.supernet.model import EncoderOutput, ModelConfig, Transformer
 
 ARCH = ArchConfig(16, 16, [[32, 16], [32]], [2, 2], [1, 1], [[32, 16]], [2], [2], [2], [1])
 
@@ -162,3 +163,101 @@ def test_cpu_clock_does_not_charge_time_the_process_was_not_running() -> None:
     assert timed["cpu"].encoder_ms < 15.0
     with pytest.raises(AutomoeError, match="unknown clock 'gpu'; choices: wall, cpu"):
         LatencySettings(clock="gpu")
+
+
+class _IdleModel(nn.Module):
+    """A model that only idles, `seconds[key]` per encoder call: a machine's speed in a box."""
+
+    def __init__(self, seconds: dict[str, float], key: str) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(50, 4)
+        self.seconds, self.key = seconds, key
+
+    def encode(self, src: torch.Tensor, padding: torch.Tensor) -> EncoderOutput:
+        time.sleep(self.seconds[self.key])
+        return EncoderOutput([torch.zeros(1, src.shape[1], 4)], padding)
+
+    def decode(self, tokens: torch.Tensor, enc: EncoderOutput, **kwargs: object) -> None:
+        return None
+
+    def reorder_cache(self, cache: list, order: torch.Tensor) -> None:
+        return None
+
+
+def test_a_reference_timed_beside_the_model_cancels_the_machines_speed() -> None:
+    """The same model on a machine three times slower: raw latency triples, the latency
+    rescaled to the reference's fixed speed does not move."""
+    sources, targets = [[4, 5, 6, 7, 8, 9]], [[20, 21, 22, 23]]
+    settings = LatencySettings(src_len=6, tgt_len=4, warmup=1, runs=4)
+    raw, rescaled = {}, {}
+    for slowdown in (1, 3):
+        idle = {"model": 0.02 * slowdown, "reference": 0.01 * slowdown}
+        model, reference = _IdleModel(idle, "model"), _IdleModel(idle, "reference")
+        result = measure_latency(model, sources, targets, settings, reference)  # type: ignore[arg-type]
+        assert result.reference_ms is not None and result.reference_ms >= 10.0 * slowdown
+        raw[slowdown] = result.latency_ms
+        rescaled[slowdown] = result.rescaled(10.0)
+    assert raw[3] > 2.0 * raw[1]
+    assert rescaled[3].latency_ms == pytest.approx(rescaled[1].latency_ms, rel=0.1)
+    assert rescaled[1].latency_ms == pytest.approx(20.0, rel=0.1)
+    scaled = rescaled[1]
+    assert scaled.reference_ms == 10.0
+    assert scaled.latency_ms == pytest.approx(scaled.encoder_ms + scaled.decoder_ms)
+
+
+def test_only_a_paired_latency_rescales() -> None:
+    model, _ = _counting_model()
+    settings = LatencySettings(src_len=6, tgt_len=4, warmup=0, runs=2)
+    alone = measure_latency(model, [[4, 5, 6, 7, 8, 9]], [[20, 21, 22, 23]], settings)
+    assert alone.reference_ms is None
+    with pytest.raises(AutomoeError, match="against a reference"):
+        alone.rescaled(10.0)
+    reference, calls = _counting_model()
+    paired = measure_latency(model, [[4, 5, 6, 7, 8, 9]], [[20, 21, 22, 23]], settings, reference)
+    assert calls["encode"] == 2 and calls["decode"] == 2 * 4, "one reference run per run"
+    with pytest.raises(AutomoeError, match="positive"):
+        paired.rescaled(0.0)
+
+
+def test_dataset_with_a_reference_keeps_one_speed_across_resumes(
+    tmp_path: Path, tiny_space_file: Path, tiny_run: Path, data_dir: Path
+) -> None:
+    out = tmp_path / "lat.csv"
+    base = [
+        "dataset",
+        f"--out={out}",
+        f"--space={tiny_space_file}",
+        f"--supernet={tiny_run}",
+        f"--data-dir={data_dir}",
+        "--runs=2",
+        "--warmup=0",
+        "--threads=1",
+        "--no-progress",
+        "--reference=smallest",
+    ]
+    assert latency_main([*base, "--count=2"]) == 0
+    speed = json.loads(out.with_suffix(".csv.json").read_text())["reference"]["ms"]
+    assert speed > 0
+    assert latency_main([*base, "--count=3"]) == 0
+    rows = _rows(out)
+    assert len(rows) == 3
+    assert json.loads(out.with_suffix(".csv.json").read_text())["reference"]["ms"] == speed
+    for row in rows:
+        factor = speed / float(row["reference_ms"])
+        assert float(row["latency_ms"]) == pytest.approx(float(row["raw_ms"]) * factor)
+    with pytest.raises(AutomoeError, match=r"other settings \(reference\)"):
+        latency_main([*base, "--count=3", f"--reference-ms={speed * 2}"])
+
+
+def test_measure_reports_at_the_given_reference_speed(
+    tiny_run: Path, data_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["measure", f"--model={tiny_run}", "--runs=2", "--warmup=0", "--threads=1"]
+    paired = [*args, f"--data-dir={data_dir}", "--reference=smallest", "--reference-ms=50"]
+    assert latency_main(paired) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["reference"]["ms"] == 50.0
+    factor = 50.0 / report["reference_ms"]
+    assert report["latency_ms"] == pytest.approx(report["raw_ms"] * factor)
+    with pytest.raises(AutomoeError, match="--reference-ms needs --reference"):
+        latency_main([*args, f"--data-dir={data_dir}", "--reference-ms=50"])

@@ -11,6 +11,12 @@ instead: with one thread on a shared machine, time other processes take from the
 charged to the model, so a busy neighbour no longer inflates the figure (it still shares
 caches and memory bandwidth, or a hyperthread's core). With several threads CPU time sums
 them; use it with one.
+
+A shared or virtual machine also changes speed over seconds (another tenant on the host, the
+clock frequency): the same model timed twice a minute apart can differ by 10-20% on either
+clock. A reference model timed on the same input right after every run moves with the
+machine, so the ratio of the two is steady; `LatencyResult.rescaled` turns that ratio back into
+milliseconds at one fixed speed of the reference, measured once and reused.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Sequence
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 
 import torch
@@ -56,7 +63,11 @@ class LatencySettings:
 
 @dataclass(frozen=True)
 class LatencyResult:
-    """Milliseconds: trimmed means (the headline), medians and spread over the timed runs."""
+    """Milliseconds: trimmed means (the headline), medians and spread over the timed runs.
+
+    `reference_ms` is the reference model's trimmed mean over runs paired with these (None
+    when timed without one).
+    """
 
     latency_ms: float
     encoder_ms: float
@@ -64,9 +75,27 @@ class LatencyResult:
     median_ms: float
     iqr_ms: float
     runs: int
+    reference_ms: float | None = None
 
-    def to_dict(self) -> dict[str, float]:
+    def to_dict(self) -> dict[str, float | None]:
         return asdict(self)
+
+    def rescaled(self, reference_ms: float) -> LatencyResult:
+        """Every figure as if the machine had run the reference in `reference_ms`."""
+        if self.reference_ms is None:
+            raise AutomoeError("only a latency timed against a reference model can be rescaled")
+        if reference_ms <= 0:
+            raise AutomoeError(f"a reference latency must be positive, got {reference_ms}")
+        factor = reference_ms / self.reference_ms
+        return LatencyResult(
+            latency_ms=self.latency_ms * factor,
+            encoder_ms=self.encoder_ms * factor,
+            decoder_ms=self.decoder_ms * factor,
+            median_ms=self.median_ms * factor,
+            iqr_ms=self.iqr_ms * factor,
+            runs=self.runs,
+            reference_ms=reference_ms,
+        )
 
 
 def trimmed_mean(values: Sequence[float], trim: float) -> float:
@@ -140,11 +169,14 @@ def measure_latency(
     sources: Sequence[Sequence[int]],
     targets: Sequence[Sequence[int]],
     settings: LatencySettings | None = None,
+    reference: Transformer | None = None,
 ) -> LatencyResult:
     """Time `model` (an extracted sub-network) on real inputs, cycling through them per run.
 
     The decoder is fed the reference target's tokens at every beam row and reorders its cache
     each step as beam search does, so cost is that of real decoding without search noise.
+    With a `reference` model, each run of `model` is followed by one of the reference on the
+    same input, so both see the machine at the same speed (see the module docstring).
     """
     s = settings or LatencySettings()
     if not sources or len(sources) != len(targets):
@@ -152,6 +184,8 @@ def measure_latency(
     device = model.embed.weight.device
     if s.clock == "cpu" and device.type != "cpu":
         raise AutomoeError("the cpu clock times CPU work only; use clock 'wall' on a GPU")
+    if reference is not None and reference.embed.weight.device != device:
+        raise AutomoeError("the reference model must be on the same device as the model")
     order = torch.arange(s.beam, device=device).roll(1)
     pairs = [
         (
@@ -160,14 +194,21 @@ def measure_latency(
         )
         for src, tgt in zip(sources, targets, strict=True)
     ]
-    enc_times, dec_times = [], []
-    with inference(model):
+    enc_times, dec_times, ref_times = [], [], []
+    paired = reference is not None
+    with inference(model), inference(reference) if reference is not None else nullcontext():
         for i in range(s.warmup + s.runs):
             src, tgt = pairs[i % len(pairs)]
             enc_s, dec_s = _run_once(model, src, tgt, s.beam, order, s.clock)
+            ref_s = (
+                sum(_run_once(reference, src, tgt, s.beam, order, s.clock))
+                if reference is not None
+                else 0.0
+            )
             if i >= s.warmup:
                 enc_times.append(enc_s * 1e3)
                 dec_times.append(dec_s * 1e3)
+                ref_times.append(ref_s * 1e3)
     totals = [e + d for e, d in zip(enc_times, dec_times, strict=True)]
     quartiles = statistics.quantiles(totals, n=4) if len(totals) > 1 else [totals[0]] * 3
     encoder = trimmed_mean(enc_times, s.trim)
@@ -179,4 +220,5 @@ def measure_latency(
         median_ms=statistics.median(totals),
         iqr_ms=quartiles[2] - quartiles[0],
         runs=s.runs,
+        reference_ms=trimmed_mean(ref_times, s.trim) if paired else None,
     )
