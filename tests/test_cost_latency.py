@@ -95,21 +95,26 @@ def _rows(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
-def test_dataset_appends_resumes_and_refuses_other_settings(
-    tmp_path: Path, tiny_space_file: Path, tiny_run: Path, data_dir: Path
-) -> None:
-    out = tmp_path / "lat.csv"
-    base = [
+def _dataset_args(out: Path, space: Path, run: Path, data_dir: Path) -> list[str]:
+    """A quick `dataset` command line: two timed runs per architecture, no warm-up."""
+    return [
         "dataset",
         f"--out={out}",
-        f"--space={tiny_space_file}",
-        f"--supernet={tiny_run}",
+        f"--space={space}",
+        f"--supernet={run}",
         f"--data-dir={data_dir}",
         "--runs=2",
         "--warmup=0",
         "--threads=1",
         "--no-progress",
     ]
+
+
+def test_dataset_appends_resumes_and_refuses_other_settings(
+    tmp_path: Path, tiny_space_file: Path, tiny_run: Path, data_dir: Path
+) -> None:
+    out = tmp_path / "lat.csv"
+    base = _dataset_args(out, tiny_space_file, tiny_run, data_dir)
     assert latency_main([*base, "--count=3"]) == 0
     first = _rows(out)
     assert len(first) == 3 and len({r["arch_key"] for r in first}) == 3
@@ -223,18 +228,7 @@ def test_dataset_with_a_reference_keeps_one_speed_across_resumes(
     tmp_path: Path, tiny_space_file: Path, tiny_run: Path, data_dir: Path
 ) -> None:
     out = tmp_path / "lat.csv"
-    base = [
-        "dataset",
-        f"--out={out}",
-        f"--space={tiny_space_file}",
-        f"--supernet={tiny_run}",
-        f"--data-dir={data_dir}",
-        "--runs=2",
-        "--warmup=0",
-        "--threads=1",
-        "--no-progress",
-        "--reference=smallest",
-    ]
+    base = [*_dataset_args(out, tiny_space_file, tiny_run, data_dir), "--reference=smallest"]
     assert latency_main([*base, "--count=2"]) == 0
     speed = json.loads(out.with_suffix(".csv.json").read_text())["reference"]["ms"]
     assert speed > 0
