@@ -2,6 +2,7 @@
 
     measure   one architecture of a SuperNet run (or an extracted model file)
     dataset   K architectures sampled from a space, one CSV row each, resumable
+    merge     the per-architecture mean of several passes of one dataset
 
 With a SuperNet (`--model`/`--supernet`), models carry trained router weights and are timed
 on real sentences; without one, weights are random (routing untrained) and the output says so.
@@ -96,6 +97,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--no-progress", action="store_true")
     _add_protocol(d)
+    g = sub.add_parser("merge", help="mean of several passes over the same architectures")
+    g.add_argument("datasets", nargs="+", help="latency CSVs of one protocol and arch list")
+    g.add_argument("--out", required=True, help="CSV to write (with its sidecar)")
     return p
 
 
@@ -274,8 +278,81 @@ def dataset(args: argparse.Namespace) -> int:
     return 0
 
 
+MEASURED_COLUMNS = ["latency_ms", "encoder_ms", "decoder_ms", "median_ms", "iqr_ms", "raw_ms"]
+
+
+def _read_pass(path: Path) -> tuple[list[dict[str, str]], dict[str, Any]]:
+    sidecar = path.with_suffix(path.suffix + ".json")
+    if not path.exists() or not sidecar.exists():
+        raise AutomoeError(f"{path}: not a latency dataset (needs the CSV and {sidecar.name})")
+    with path.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    missing = [c for c in RESULT_COLUMNS if c not in (rows[0] if rows else {})]
+    if missing:
+        raise AutomoeError(
+            f"{path}: no rows with the columns of `python -m automoe.latency dataset` "
+            f"(missing {missing}); remeasure it with this version"
+        )
+    return rows, json.loads(sidecar.read_text())
+
+
+def _number(path: Path, row: dict[str, str], column: str) -> float:
+    try:
+        return float(row[column])
+    except ValueError:
+        raise AutomoeError(
+            f"{path}: {column} of {row['arch_key']} is {row[column]!r}, not a number"
+        ) from None
+
+
+def merge_passes(paths: list[Path], out: Path) -> int:
+    """Write the per-architecture mean of `paths`: passes of one dataset measured at different
+    times, so that a slow phase of the machine weighs on each architecture only in part.
+
+    Passes must hold the same architectures measured with the same protocol and reference
+    speed; rows keep the first pass's order. Returns the number of architectures.
+    """
+    if len(paths) < 2:
+        raise AutomoeError("merge needs at least two passes of one dataset")
+    first_rows, first_meta = _read_pass(paths[0])
+    fixed = {k: v for k, v in first_meta.items() if k != "machine"}
+    keys = {row["arch_key"] for row in first_rows}
+    passes = []
+    for path in paths:
+        rows, meta = _read_pass(path)
+        differs = sorted(k for k in fixed if meta.get(k) != fixed[k])
+        if differs:
+            raise AutomoeError(
+                f"{path} was measured with other settings than {paths[0]}: {differs}"
+            )
+        if {row["arch_key"] for row in rows} != keys:
+            raise AutomoeError(
+                f"{path} holds other architectures than {paths[0]}; finish both passes first"
+            )
+        passes.append({row["arch_key"]: row for row in rows})
+    columns = [*MEASURED_COLUMNS, *(["reference_ms"] if fixed.get("reference") else [])]
+    merged_rows = []
+    for row in first_rows:
+        same = [(path, p[row["arch_key"]]) for path, p in zip(paths, passes, strict=True)]
+        mean = {c: sum(_number(path, r, c) for path, r in same) / len(same) for c in columns}
+        runs = sum(int(_number(path, r, "runs")) for path, r in same)
+        merged_rows.append({**row, **mean, "runs": runs})
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with out.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(first_rows[0]))
+        writer.writeheader()
+        writer.writerows(merged_rows)
+    merged = {**first_meta, "passes": [str(path.resolve()) for path in paths]}
+    out.with_suffix(out.suffix + ".json").write_text(json.dumps(merged, indent=2) + "\n")
+    return len(first_rows)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "merge":
+        count = merge_passes([Path(p) for p in args.datasets], Path(args.out))
+        print(f"{args.out}: mean of {len(args.datasets)} passes over {count} architectures")
+        return 0
     if args.reference_ms is not None and (not args.reference or args.reference_ms <= 0):
         raise AutomoeError("--reference-ms needs --reference and a positive number of ms")
     torch.set_num_threads(args.threads)

@@ -2,7 +2,8 @@
 
 Takes two or more latency datasets of the same architectures measured with the same protocol
 at different times (e.g. `python -m automoe.latency dataset ... --out a.csv` and again with
-`--out b.csv`, reusing the first's `--reference-ms`). Reports how far the passes disagree per
+`--out b.csv`, reusing the first's `--reference-ms`; `python -m automoe.latency merge` writes
+their mean). Reports how far the passes disagree per
 architecture (the noise in any one pass) and the cross-validated error of the predictors on
 each pass alone and on the per-architecture mean of all passes. If averaging the labels
 lowers the error, the labels' noise, not the features, is what limits the predictor.
@@ -12,7 +13,6 @@ from __future__ import annotations
 
 import csv
 import itertools
-import json
 import statistics
 import sys
 import tempfile
@@ -20,29 +20,10 @@ from pathlib import Path
 
 from common import base_parser, machine_info, machine_markdown, markdown_table, write_results
 
+from automoe.errors import AutomoeError
+from automoe.latency import merge_passes
 from automoe.predictors.benchmark import run_benchmark
 from automoe.predictors.data import read_table
-
-
-def _read(path: Path) -> tuple[list[dict[str, str]], dict]:
-    sidecar = path.with_suffix(path.suffix + ".json")
-    if not path.exists() or not sidecar.exists():
-        sys.exit(f"{path}: no latency dataset (CSV and its .json sidecar) there")
-    with path.open(newline="") as f:
-        rows = list(csv.DictReader(f))
-    meta = json.loads(sidecar.read_text())
-    return rows, {key: meta.get(key) for key in ("protocol", "reference", "space")}
-
-
-def _mean_labels(
-    rows: list[dict[str, str]], passes: list[dict[str, float]], target: str, out: Path
-) -> None:
-    with out.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        for row in rows:
-            values = [p[row["arch_key"]] for p in passes]
-            writer.writerow({**row, target: statistics.fmean(values)})
 
 
 def main() -> None:
@@ -52,16 +33,16 @@ def main() -> None:
     p.add_argument("--models", default="linear,gbm", help="predictors to cross-validate")
     p.add_argument("--folds", type=int, default=5)
     args = p.parse_args()
-    if len(args.datasets) < 2:
-        sys.exit("give at least two latency datasets of the same architectures")
-    read = [_read(path) for path in args.datasets]
-    rows, setting = read[0]
-    for path, (other, other_setting) in zip(args.datasets[1:], read[1:], strict=True):
-        if {r["arch_key"] for r in other} != {r["arch_key"] for r in rows}:
-            sys.exit(f"{path} holds other architectures than {args.datasets[0]}")
-        if other_setting != setting:
-            sys.exit(f"{path} was measured with another protocol, space or reference speed")
-    passes = [{r["arch_key"]: float(r[args.target]) for r in table} for table, _ in read]
+    tmp = tempfile.TemporaryDirectory()
+    mean_csv = Path(tmp.name) / "mean.csv"
+    try:
+        count = merge_passes(args.datasets, mean_csv)
+    except AutomoeError as err:
+        sys.exit(str(err))
+    passes = []
+    for path in args.datasets:
+        with path.open(newline="") as f:
+            passes.append({r["arch_key"]: float(r[args.target]) for r in csv.DictReader(f)})
     pairs = []
     for (i, a), (j, b) in itertools.combinations(enumerate(passes), 2):
         diffs = [abs(a[k] - b[k]) / ((a[k] + b[k]) / 2) for k in a]
@@ -70,23 +51,21 @@ def main() -> None:
         )
     names = args.models.split(",")
     scores = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        mean_csv = Path(tmp) / "mean.csv"
-        _mean_labels(rows, passes, args.target, mean_csv)
-        labels = {f"pass {i}": path for i, path in enumerate(args.datasets)}
-        labels[f"mean of {len(passes)} passes"] = mean_csv
-        for label, path in labels.items():
-            report = run_benchmark(read_table(path, args.target), names, args.folds, args.seed)
-            scores[label] = {
-                name: {key: m[key] for key in ("mape_pct", "mape_pct_std", "kendall_tau")}
-                for name, m in report.report["models"].items()
-            }
+    labels = {f"pass {i}": path for i, path in enumerate(args.datasets)}
+    labels[f"mean of {len(passes)} passes"] = mean_csv
+    for label, path in labels.items():
+        report = run_benchmark(read_table(path, args.target), names, args.folds, args.seed)
+        scores[label] = {
+            name: {key: m[key] for key in ("mape_pct", "mape_pct_std", "kendall_tau")}
+            for name, m in report.report["models"].items()
+        }
+    tmp.cleanup()
     info = machine_info(args.threads)
     payload = {
         **info,
         "datasets": [str(path) for path in args.datasets],
         "target": args.target,
-        "architectures": len(rows),
+        "architectures": count,
         "pass_differences": pairs,
         "cross_validation": scores,
     }
@@ -102,7 +81,7 @@ def main() -> None:
     ]
     md = "\n\n".join(
         [
-            f"# Latency label noise: {len(passes)} passes over {len(rows)} architectures",
+            f"# Latency label noise: {len(passes)} passes over {count} architectures",
             machine_markdown(info),
             "Datasets: " + ", ".join(f"`{path}`" for path in args.datasets),
             "## Passes against each other\n\n"

@@ -255,3 +255,39 @@ def test_measure_reports_at_the_given_reference_speed(
     assert report["latency_ms"] == pytest.approx(report["raw_ms"] * factor)
     with pytest.raises(AutomoeError, match="--reference-ms needs --reference"):
         latency_main([*args, f"--data-dir={data_dir}", "--reference-ms=50"])
+
+
+def test_merge_averages_passes_of_one_dataset_and_refuses_others(
+    tmp_path: Path, tiny_space_file: Path, tiny_run: Path, data_dir: Path
+) -> None:
+    passes = [tmp_path / "a.csv", tmp_path / "b.csv"]
+    for out in passes:
+        args = [*_dataset_args(out, tiny_space_file, tiny_run, data_dir), "--count=3"]
+        assert latency_main([*args, "--reference=smallest", "--reference-ms=20"]) == 0
+    merged = tmp_path / "merged" / "mean.csv"
+    assert latency_main(["merge", *map(str, passes), f"--out={merged}"]) == 0
+    first, second, mean = _rows(passes[0]), _rows(passes[1]), _rows(merged)
+    by_key = {row["arch_key"]: row for row in second}
+    assert [row["arch_key"] for row in mean] == [row["arch_key"] for row in first]
+    for a, m in zip(first, mean, strict=True):
+        b = by_key[a["arch_key"]]
+        for column in ("latency_ms", "raw_ms", "reference_ms", "decoder_ms"):
+            assert float(m[column]) == pytest.approx((float(a[column]) + float(b[column])) / 2)
+        assert int(m["runs"]) == 4 and m["arch"] == a["arch"]
+    meta = json.loads(merged.with_suffix(".csv.json").read_text())
+    assert len(meta["passes"]) == 2 and meta["reference"]["ms"] == 20.0
+
+    other_speed = tmp_path / "c.csv"
+    args = [*_dataset_args(other_speed, tiny_space_file, tiny_run, data_dir), "--count=3"]
+    assert latency_main([*args, "--reference=smallest", "--reference-ms=30"]) == 0
+    with pytest.raises(AutomoeError, match=r"other settings than .*\['reference'\]"):
+        latency_main(["merge", str(passes[0]), str(other_speed), f"--out={merged}"])
+    fewer = tmp_path / "d.csv"
+    args = [*_dataset_args(fewer, tiny_space_file, tiny_run, data_dir), "--count=2"]
+    assert latency_main([*args, "--reference=smallest", "--reference-ms=20"]) == 0
+    with pytest.raises(AutomoeError, match="other architectures"):
+        latency_main(["merge", str(passes[0]), str(fewer), f"--out={merged}"])
+    with pytest.raises(AutomoeError, match="at least two passes"):
+        latency_main(["merge", str(passes[0]), f"--out={merged}"])
+    with pytest.raises(AutomoeError, match="not a latency dataset"):
+        latency_main(["merge", str(passes[0]), str(tmp_path / "none.csv"), f"--out={merged}"])
