@@ -174,7 +174,7 @@ class LatencyDataset:
     def __init__(self, path: Path, columns: list[str], meta: dict[str, Any]) -> None:
         self.path = path
         self.columns = columns
-        self.meta_path = path.with_suffix(path.suffix + ".json")
+        self.meta_path = sidecar_path(path)
         if path.exists():
             with path.open(newline="") as f:
                 reader = csv.DictReader(f)
@@ -215,9 +215,14 @@ def sample_archs(space: SearchSpace, count: int, seed: int) -> list[ArchConfig]:
     return list(seen.values())
 
 
+def sidecar_path(csv_path: Path) -> Path:
+    """Where a latency dataset keeps how it was measured."""
+    return csv_path.with_suffix(csv_path.suffix + ".json")
+
+
 def _saved_reference_ms(out: Path) -> float | None:
     """The reference speed an existing dataset was reported at, so a resume keeps it."""
-    sidecar = out.with_suffix(out.suffix + ".json")
+    sidecar = sidecar_path(out)
     if not sidecar.exists():
         return None
     saved = json.loads(sidecar.read_text()).get("reference") or {}
@@ -282,7 +287,7 @@ MEASURED_COLUMNS = ["latency_ms", "encoder_ms", "decoder_ms", "median_ms", "iqr_
 
 
 def _read_pass(path: Path) -> tuple[list[dict[str, str]], dict[str, Any]]:
-    sidecar = path.with_suffix(path.suffix + ".json")
+    sidecar = sidecar_path(path)
     if not path.exists() or not sidecar.exists():
         raise AutomoeError(f"{path}: not a latency dataset (needs the CSV and {sidecar.name})")
     with path.open(newline="") as f:
@@ -343,7 +348,7 @@ def merge_passes(paths: list[Path], out: Path) -> int:
         writer.writeheader()
         writer.writerows(merged_rows)
     merged = {**first_meta, "passes": [str(path.resolve()) for path in paths]}
-    out.with_suffix(out.suffix + ".json").write_text(json.dumps(merged, indent=2) + "\n")
+    sidecar_path(out).write_text(json.dumps(merged, indent=2) + "\n")
     return len(first_rows)
 
 

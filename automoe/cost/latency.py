@@ -195,7 +195,6 @@ def measure_latency(
         for src, tgt in zip(sources, targets, strict=True)
     ]
     enc_times, dec_times, ref_times = [], [], []
-    paired = reference is not None
     with inference(model), inference(reference) if reference is not None else nullcontext():
         for i in range(s.warmup + s.runs):
             src, tgt = pairs[i % len(pairs)]
@@ -220,5 +219,5 @@ def measure_latency(
         median_ms=statistics.median(totals),
         iqr_ms=quartiles[2] - quartiles[0],
         runs=s.runs,
-        reference_ms=trimmed_mean(ref_times, s.trim) if paired else None,
+        reference_ms=trimmed_mean(ref_times, s.trim) if reference is not None else None,
     )
