@@ -33,33 +33,36 @@ def main() -> None:
     p.add_argument("--models", default="linear,gbm", help="predictors to cross-validate")
     p.add_argument("--folds", type=int, default=5)
     args = p.parse_args()
-    tmp = tempfile.TemporaryDirectory()
-    mean_csv = Path(tmp.name) / "mean.csv"
-    try:
-        count = merge_passes(args.datasets, mean_csv)
-    except AutomoeError as err:
-        sys.exit(str(err))
-    passes = []
-    for path in args.datasets:
-        with path.open(newline="") as f:
-            passes.append({r["arch_key"]: float(r[args.target]) for r in csv.DictReader(f)})
-    pairs = []
-    for (i, a), (j, b) in itertools.combinations(enumerate(passes), 2):
-        diffs = [abs(a[k] - b[k]) / ((a[k] + b[k]) / 2) for k in a]
-        pairs.append(
-            {"passes": [i, j], "median_abs_rel_diff": statistics.median(diffs), "max": max(diffs)}
-        )
-    names = args.models.split(",")
-    scores = {}
-    labels = {f"pass {i}": path for i, path in enumerate(args.datasets)}
-    labels[f"mean of {len(passes)} passes"] = mean_csv
-    for label, path in labels.items():
-        report = run_benchmark(read_table(path, args.target), names, args.folds, args.seed)
-        scores[label] = {
-            name: {key: m[key] for key in ("mape_pct", "mape_pct_std", "kendall_tau")}
-            for name, m in report.report["models"].items()
-        }
-    tmp.cleanup()
+    with tempfile.TemporaryDirectory() as tmp:
+        mean_csv = Path(tmp) / "mean.csv"
+        try:
+            count = merge_passes(args.datasets, mean_csv)
+        except AutomoeError as err:
+            sys.exit(str(err))
+        passes = []
+        for path in args.datasets:
+            with path.open(newline="") as f:
+                passes.append({r["arch_key"]: float(r[args.target]) for r in csv.DictReader(f)})
+        pairs = []
+        for (i, a), (j, b) in itertools.combinations(enumerate(passes), 2):
+            diffs = [abs(a[k] - b[k]) / ((a[k] + b[k]) / 2) for k in a]
+            pairs.append(
+                {
+                    "passes": [i, j],
+                    "median_abs_rel_diff": statistics.median(diffs),
+                    "max": max(diffs),
+                }
+            )
+        names = args.models.split(",")
+        scores = {}
+        labels = {f"pass {i}": path for i, path in enumerate(args.datasets)}
+        labels[f"mean of {len(passes)} passes"] = mean_csv
+        for label, path in labels.items():
+            report = run_benchmark(read_table(path, args.target), names, args.folds, args.seed)
+            scores[label] = {
+                name: {key: m[key] for key in ("mape_pct", "mape_pct_std", "kendall_tau")}
+                for name, m in report.report["models"].items()
+            }
     info = machine_info(args.threads)
     payload = {
         **info,
