@@ -33,3 +33,4 @@ nonnegative_float = _checked(
     float, lambda v: math.isfinite(v) and v >= 0, "a number of 0 or more"
 )
 probability = _checked(float, lambda v: 0 <= v <= 1, "a number from 0 to 1")
+positive_float_or_inf = _checked(float, lambda v: v > 0, "a number above 0 (or inf)")

@@ -16,6 +16,14 @@ from typing import Any
 
 import torch
 
+from automoe.argtypes import (
+    nonnegative_float,
+    nonnegative_int,
+    positive_float,
+    positive_float_or_inf,
+    positive_int,
+    probability,
+)
 from automoe.data import Tokenizer
 from automoe.errors import AutomoeError, run_cli
 from automoe.experiment import TOKENIZER_FILE, DataSettings, RunData
@@ -49,37 +57,55 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--space", help="search space: preset name (multi30k, wmt) or YAML file")
     p.add_argument("--data-dir", help="folder holding multi30k/ (else $AUTOMOE_DATA_DIR, cache)")
     p.add_argument("--pairs", help="comma-separated pairs, e.g. en-de or en-de,en-fr,en-cs")
-    p.add_argument("--vocab-size", type=int)
-    p.add_argument("--max-len", type=int, help="longest sentence in tokens (longer: cut)")
-    p.add_argument("--max-tokens", type=int, help="token budget of one batch")
-    p.add_argument("--train-limit", type=int, help="use only the first N training pairs")
-    p.add_argument("--valid-size", type=int, help="validation sentences per pair")
+    p.add_argument("--vocab-size", type=positive_int, help="joint SentencePiece vocabulary")
+    p.add_argument("--max-len", type=positive_int, help="longest sentence in tokens (longer: cut)")
+    p.add_argument("--max-tokens", type=positive_int, help="token budget of one batch")
+    p.add_argument(
+        "--train-limit",
+        type=nonnegative_int,
+        help="use only the first N training pairs of each pair (0: all)",
+    )
+    p.add_argument("--valid-size", type=positive_int, help="validation sentences per pair")
     p.add_argument(
         "--task-temperature",
-        type=float,
+        type=positive_float_or_inf,
         help="sampling across pairs: 1 = data proportions (default), larger = flatter, inf = "
         "balanced",
     )
-    p.add_argument("--max-steps", type=int)
-    p.add_argument("--lr", type=float)
-    p.add_argument("--warmup-steps", type=int)
-    p.add_argument("--clip-norm", type=float)
-    p.add_argument("--label-smoothing", type=float)
-    p.add_argument("--balance-coef", type=float, help="weight of the load-balancing loss")
-    p.add_argument("--update-freq", type=int, help="batches accumulated per update")
+    p.add_argument("--max-steps", type=positive_int, help="updates of the whole run")
+    p.add_argument("--lr", type=positive_float, help="peak learning rate")
+    p.add_argument("--warmup-steps", type=nonnegative_int, help="linear warm-up (0: none)")
+    p.add_argument("--clip-norm", type=nonnegative_float, help="gradient-norm clip (0: off)")
+    p.add_argument("--label-smoothing", type=probability, help="0 to 1 (0: plain cross entropy)")
+    p.add_argument(
+        "--balance-coef", type=nonnegative_float, help="weight of the load-balancing loss (0: off)"
+    )
+    p.add_argument("--update-freq", type=positive_int, help="batches accumulated per update")
     p.add_argument("--sampling", choices=["uniform", "sandwich"])
     p.add_argument("--seed", type=int)
-    p.add_argument("--checkpoint-every", type=int)
-    p.add_argument("--validate-every", type=int)
-    p.add_argument("--log-every", type=int)
-    p.add_argument("--dropout", type=float)
-    p.add_argument("--attention-dropout", type=float)
-    p.add_argument("--activation-dropout", type=float)
-    p.add_argument("--capacity-factor", type=float, help="drop tokens over capacity (off)")
-    p.add_argument("--stop-at", type=int, help="pause at this step (resume later)")
-    p.add_argument("--time-limit", type=float, help="pause after this many minutes")
+    p.add_argument(
+        "--checkpoint-every",
+        type=positive_int,
+        help="steps between checkpoints (a pause and the last step save one too)",
+    )
+    p.add_argument(
+        "--validate-every",
+        type=positive_int,
+        help="steps between validations (the last step validates too)",
+    )
+    p.add_argument("--log-every", type=positive_int, help="steps between metric rows")
+    p.add_argument("--dropout", type=probability, help="0 to 1 (0: off)")
+    p.add_argument("--attention-dropout", type=probability, help="0 to 1 (0: off)")
+    p.add_argument("--activation-dropout", type=probability, help="0 to 1 (0: off)")
+    p.add_argument(
+        "--capacity-factor",
+        type=positive_float,
+        help="drop tokens over this multiple of an even share per expert (default: keep all)",
+    )
+    p.add_argument("--stop-at", type=positive_int, help="pause at this step (resume later)")
+    p.add_argument("--time-limit", type=positive_float, help="pause after this many minutes")
     p.add_argument("--device", help="auto (default), cpu or cuda")
-    p.add_argument("--threads", type=int, help="torch CPU threads")
+    p.add_argument("--threads", type=positive_int, help="torch CPU threads")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 

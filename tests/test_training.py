@@ -20,6 +20,7 @@ from automoe.errors import AutomoeError
 from automoe.objectives import label_smoothed_loss
 from automoe.schedule import warmup_cosine
 from automoe.space import SearchSpace
+from automoe.train import build_parser
 from automoe.train import main as train_main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -200,3 +201,76 @@ def test_cli_errors_are_one_clear_message(
     (done / "checkpoint.pt").write_bytes(b"garbage")
     corrupt = run(f"--run={done}", "--resume", "--max-steps=4")
     assert corrupt.returncode == 2 and "corrupt" in corrupt.stderr
+
+
+# --- option validation -------------------------------------------------------------------
+
+
+REFUSED = {
+    "max-steps": ["0", "-5"],
+    "lr": ["0", "-1e-3", "nan"],
+    "warmup-steps": ["-1"],
+    "clip-norm": ["-1", "inf"],
+    "label-smoothing": ["-0.1", "1.5"],
+    "balance-coef": ["-0.01"],
+    "update-freq": ["0"],
+    "checkpoint-every": ["0"],
+    "validate-every": ["0"],
+    "log-every": ["0"],
+    "dropout": ["1.2", "-0.1"],
+    "attention-dropout": ["2"],
+    "activation-dropout": ["-1"],
+    "capacity-factor": ["0"],
+    "vocab-size": ["0"],
+    "max-len": ["-1"],
+    "max-tokens": ["0"],
+    "train-limit": ["-1"],
+    "valid-size": ["0"],
+    "task-temperature": ["0", "-1", "nan"],
+    "threads": ["0"],
+    "stop-at": ["0"],
+    "time-limit": ["0", "-2"],
+    "seed": ["1.5"],
+}
+ACCEPTED_ZERO = [
+    "warmup-steps",
+    "clip-norm",
+    "label-smoothing",
+    "balance-coef",
+    "dropout",
+    "train-limit",
+    "seed",
+]
+
+
+@pytest.mark.parametrize(("option", "values"), sorted(REFUSED.items()))
+def test_impossible_numbers_are_refused_when_parsed(
+    option: str, values: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    for value in values:
+        with pytest.raises(SystemExit) as exit_info:
+            build_parser().parse_args(["--run=r", f"--{option}={value}"])
+        assert exit_info.value.code == 2
+        assert f"--{option}" in capsys.readouterr().err
+
+
+def test_zero_is_accepted_where_it_means_off() -> None:
+    args = vars(build_parser().parse_args(["--run=r", *(f"--{o}=0" for o in ACCEPTED_ZERO)]))
+    assert all(args[o.replace("-", "_")] == 0 for o in ACCEPTED_ZERO)
+    assert build_parser().parse_args(["--run=r", "--task-temperature=inf"]).task_temperature == (
+        math.inf
+    )
+
+
+def test_every_numeric_option_is_checked() -> None:
+    """A new numeric option missing from the table above fails here."""
+    typed = {a.option_strings[0][2:] for a in build_parser()._actions if a.type is not None}
+    assert typed == set(REFUSED)
+
+
+def test_zero_steps_writes_nothing(tmp_path: Path, tiny_space_file: Path, data_dir: Path) -> None:
+    run = tmp_path / "zero"
+    with pytest.raises(SystemExit) as exit_info:
+        train_main(tiny_args(run, tiny_space_file, data_dir, steps=0))
+    assert exit_info.value.code == 2
+    assert not run.exists()
