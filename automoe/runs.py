@@ -15,6 +15,7 @@ import torch
 from automoe.arch import ArchConfig
 from automoe.data import Tokenizer
 from automoe.errors import AutomoeError
+from automoe.files import atomic_path
 from automoe.supernet.model import Transformer, load_checkpoint_file
 from automoe.supernet.supernet import SuperNet
 
@@ -48,11 +49,8 @@ def read_run_file(run: str | Path) -> dict[str, Any]:
 
 def save_with_tokenizer(model: Transformer, tokenizer: Tokenizer, path: str | Path) -> None:
     """Save a model (SuperNet or extracted) together with its tokenizer."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save({**model.checkpoint(), "tokenizer": tokenizer.model_proto}, tmp)
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        torch.save({**model.checkpoint(), "tokenizer": tokenizer.model_proto}, tmp)
 
 
 def load_model_file(path: str | Path) -> tuple[Transformer, Tokenizer]:

@@ -1,9 +1,10 @@
 """`python -m automoe.train`: train a weight-sharing SuperNet on a translation corpus.
 
 The run folder keeps everything needed to continue or reuse the run: `run.json` (every
-setting), `tokenizer.model`, `checkpoint.pt` (model, optimiser, data position, RNG) and
-`metrics.jsonl`/`metrics.csv`. `--resume` continues a killed run exactly where its last
-checkpoint left off.
+setting), `tokenizer.model`, `checkpoint.pt` (model, optimiser, data position, RNG) with the
+one before it as `checkpoint.pt.prev`, `metrics.jsonl`/`metrics.csv` and, once finished,
+`supernet.pt`. `--resume` continues a killed run exactly where its last checkpoint left off
+(from the previous one if the last is damaged).
 """
 
 from __future__ import annotations
@@ -27,7 +28,15 @@ from automoe.argtypes import (
 from automoe.data import Tokenizer
 from automoe.errors import AutomoeError, run_cli
 from automoe.experiment import TOKENIZER_FILE, DataSettings, RunData
-from automoe.runs import RUN_FILE, SUPERNET_FILE, pick_device, read_run_file, save_with_tokenizer
+from automoe.files import previous_path
+from automoe.runs import (
+    CHECKPOINT_FILE,
+    RUN_FILE,
+    SUPERNET_FILE,
+    pick_device,
+    read_run_file,
+    save_with_tokenizer,
+)
 from automoe.space import SearchSpace
 from automoe.supernet.supernet import SuperNet
 from automoe.trainer import SuperNetTrainer, TrainSettings
@@ -146,7 +155,8 @@ def main(argv: list[str] | None = None) -> int:
         if "max_steps" in args:
             settings["train"]["max_steps"] = args["max_steps"]
     else:
-        if (run / "checkpoint.pt").exists():
+        checkpoint = run / CHECKPOINT_FILE
+        if checkpoint.exists() or previous_path(checkpoint).exists():
             raise AutomoeError(
                 f"{run} already holds a training run; add --resume to continue it "
                 "or choose another --run folder"
@@ -189,7 +199,9 @@ def main(argv: list[str] | None = None) -> int:
         pick_device(args.get("device", "auto")),
     )
     if args.get("resume"):
-        trainer.load_checkpoint()
+        notice = trainer.load_checkpoint()
+        if notice:
+            print(notice)
         if trainer.step >= train_settings.max_steps:
             print(f"{run}: already trained for {trainer.step} steps; raise --max-steps to go on")
             return 0

@@ -2,7 +2,9 @@
 
 Every random choice is either derived from (seed, step) — the sub-network, the batch order of
 an epoch — or drawn from torch's generator, whose state the checkpoint saves. A run resumed
-from a checkpoint therefore continues exactly as if it had never stopped.
+from a checkpoint therefore continues exactly as if it had never stopped. Checkpoints are
+written atomically and the one they replace is kept as `checkpoint.pt.prev`, so one damaged
+file costs only the steps since the previous checkpoint, never the run.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from automoe.arch_sampling import step_archs
 from automoe.data import Batch
 from automoe.errors import AutomoeError
 from automoe.evaluation import validation_loss
+from automoe.files import atomic_path, previous_path
 from automoe.objectives import label_smoothed_loss
 from automoe.records import RecordLog
 from automoe.schedule import warmup_cosine
@@ -28,6 +31,16 @@ from automoe.supernet.model import load_checkpoint_file
 from automoe.supernet.supernet import SuperNet
 
 TRAINER_FORMAT = "automoe-trainer/1"
+STATE_KEYS = (
+    "model",
+    "optimizer",
+    "settings",
+    "step",
+    "epoch",
+    "batch_index",
+    "elapsed",
+    "torch_rng",
+)
 
 
 @dataclass
@@ -100,6 +113,9 @@ class SuperNetTrainer:
         self.batch_index = 0
         self.elapsed = 0.0
         self._batches: Sequence[Batch] | None = None
+        # False after resuming past a damaged checkpoint.pt: the next save replaces it
+        # instead of keeping it as .prev over the good copy.
+        self._keep_newest = True
 
     @property
     def checkpoint_path(self) -> Path:
@@ -248,17 +264,46 @@ class SuperNetTrainer:
 
     def save_checkpoint(self) -> Path:
         path = self.checkpoint_path
-        tmp = path.with_name(path.name + ".tmp")
-        torch.save(self.state_dict(), tmp)
-        tmp.replace(path)
+        with atomic_path(path, keep_previous=self._keep_newest) as tmp:
+            torch.save(self.state_dict(), tmp)
+        self._keep_newest = True
         return path
 
-    def load_checkpoint(self, path: str | Path | None = None) -> None:
-        """Restore model, optimiser, data position and RNG from a trainer checkpoint."""
-        path = Path(path) if path else self.checkpoint_path
-        state = load_checkpoint_file(path)
-        if not isinstance(state, dict) or state.get("format") != TRAINER_FORMAT:
-            raise AutomoeError(f"{path} is not an automoe training checkpoint")
+    def load_checkpoint(self) -> str | None:
+        """Restore model, optimiser, data position and RNG from the run's newest checkpoint.
+
+        A missing or damaged `checkpoint.pt` falls back to `checkpoint.pt.prev`; the returned
+        line then says so (None when the newest one was used).
+        """
+        newest, previous = self.checkpoint_path, previous_path(self.checkpoint_path)
+        if not newest.exists() and not previous.exists():
+            raise AutomoeError(
+                f"{self.run_dir} holds no checkpoint yet (training stopped before the first); "
+                "start it again without --resume"
+            )
+        notice = None
+        try:
+            state = _read_state(newest)
+        except _Unreadable as damaged:
+            if not previous.exists():
+                raise AutomoeError(
+                    f"cannot resume: {damaged} and there is no {previous.name} to fall back "
+                    "on; start a new --run"
+                ) from None
+            try:
+                state = _read_state(previous)
+            except _Unreadable as also:
+                raise AutomoeError(
+                    f"cannot resume: {damaged} and {also}; start a new --run"
+                ) from None
+            notice = f"{damaged}; resuming from {previous}"
+        self._restore(state, newest if notice is None else previous)
+        if notice is None:
+            return None
+        self._keep_newest = False
+        return f"{notice} at step {self.step} (the steps after it are trained again)"
+
+    def _restore(self, state: dict[str, Any], path: Path) -> None:
         saved = {k: v for k, v in state["settings"].items() if k != "max_steps"}
         mine = {k: v for k, v in self.settings.to_dict().items() if k != "max_steps"}
         changed = sorted(k for k in saved if _plain(saved[k]) != _plain(mine.get(k)))
@@ -281,6 +326,27 @@ class SuperNetTrainer:
         torch.set_rng_state(state["torch_rng"])
         if "cuda_rng" in state and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["cuda_rng"])
+
+
+class _Unreadable(Exception):
+    """A checkpoint file that is missing, damaged or not a training checkpoint."""
+
+
+def _read_state(path: Path) -> dict[str, Any]:
+    """The state a training checkpoint holds; `_Unreadable` when the file cannot give one."""
+    if not path.is_file():
+        raise _Unreadable(f"{path} is missing")
+    try:
+        state = load_checkpoint_file(path)
+    except AutomoeError:
+        state = None
+    if not (
+        isinstance(state, dict)
+        and state.get("format") == TRAINER_FORMAT
+        and all(k in state for k in STATE_KEYS)
+    ):
+        raise _Unreadable(f"{path} is corrupt or not an automoe training checkpoint")
+    return state
 
 
 def _plain(value: Any) -> Any:

@@ -16,8 +16,10 @@ import torch
 import torch.nn.functional as F
 
 from automoe.arch_sampling import step_archs
-from automoe.errors import AutomoeError
+from automoe.errors import AutomoeError, run_cli
+from automoe.files import previous_path
 from automoe.objectives import label_smoothed_loss
+from automoe.runs import load_model_file, save_with_tokenizer
 from automoe.schedule import warmup_cosine
 from automoe.space import SearchSpace
 from automoe.train import build_parser
@@ -274,3 +276,104 @@ def test_zero_steps_writes_nothing(tmp_path: Path, tiny_space_file: Path, data_d
         train_main(tiny_args(run, tiny_space_file, data_dir, steps=0))
     assert exit_info.value.code == 2
     assert not run.exists()
+
+
+# --- checkpoints: atomic, the previous one kept, older formats still resume ----------------
+
+
+def _damage(path: Path) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+def test_damaged_checkpoint_resumes_from_the_previous_one(
+    tmp_path: Path, tiny_space_file: Path, data_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    full, parts = tmp_path / "full", tmp_path / "parts"
+    assert train_main(tiny_args(full, tiny_space_file, data_dir, steps=10)) == 0
+    assert train_main([*tiny_args(parts, tiny_space_file, data_dir, steps=10), "--stop-at=6"]) == 0
+    _damage(parts / "checkpoint.pt")
+    capsys.readouterr()
+    assert train_main([f"--run={parts}", "--resume", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "checkpoint.pt.prev" in out and "step 4" in out
+    _assert_same_weights(full, parts)
+    steps = [line.split(",")[0] for line in (parts / "metrics.csv").read_text().splitlines()[1:]]
+    assert steps == [str(s) for s in range(1, 11)]
+
+
+def test_fallback_keeps_the_good_previous_checkpoint(
+    tmp_path: Path, tiny_space_file: Path, data_dir: Path
+) -> None:
+    """The first save after a fallback replaces the damaged file, never the good `.prev`."""
+    run = tmp_path / "run"
+    assert train_main([*tiny_args(run, tiny_space_file, data_dir, steps=10), "--stop-at=6"]) == 0
+    _damage(run / "checkpoint.pt")
+    assert train_main([f"--run={run}", "--resume", "--stop-at=6", "--no-progress"]) == 0
+    assert torch.load(run / "checkpoint.pt", weights_only=True)["step"] == 6
+    assert torch.load(previous_path(run / "checkpoint.pt"), weights_only=True)["step"] == 4
+
+
+def test_kill_between_the_two_renames_resumes_from_the_previous_checkpoint(
+    tmp_path: Path, tiny_space_file: Path, data_dir: Path
+) -> None:
+    full, parts = tmp_path / "full", tmp_path / "parts"
+    assert train_main(tiny_args(full, tiny_space_file, data_dir, steps=10)) == 0
+    assert train_main([*tiny_args(parts, tiny_space_file, data_dir, steps=10), "--stop-at=6"]) == 0
+    (parts / "checkpoint.pt").unlink()
+    again = run_cli(train_main, tiny_args(parts, tiny_space_file, data_dir, steps=10))
+    assert again == 2
+    assert train_main([f"--run={parts}", "--resume", "--no-progress"]) == 0
+    _assert_same_weights(full, parts)
+
+
+LEGACY_KEYS = (
+    "format",
+    "model",
+    "optimizer",
+    "settings",
+    "step",
+    "epoch",
+    "batch_index",
+    "elapsed",
+    "torch_rng",
+)
+
+
+def test_checkpoint_of_the_first_format_still_resumes(
+    tmp_path: Path, tiny_space_file: Path, data_dir: Path
+) -> None:
+    """A run folder from before `.prev` existed: one `automoe-trainer/1` checkpoint, saved
+    with plain torch.save, holding exactly the keys that format had."""
+    full, legacy = tmp_path / "full", tmp_path / "legacy"
+    assert train_main(tiny_args(full, tiny_space_file, data_dir, steps=10)) == 0
+    assert train_main([*tiny_args(legacy, tiny_space_file, data_dir, steps=10), "--stop-at=6"]) == 0
+    state = torch.load(legacy / "checkpoint.pt", weights_only=True)
+    assert state["format"] == "automoe-trainer/1"
+    torch.save({k: state[k] for k in LEGACY_KEYS}, legacy / "checkpoint.pt")
+    previous_path(legacy / "checkpoint.pt").unlink(missing_ok=True)
+    assert train_main([f"--run={legacy}", "--resume", "--no-progress"]) == 0
+    _assert_same_weights(full, legacy)
+
+
+def test_a_failed_save_keeps_the_old_files_and_leaves_no_temporary(
+    tmp_path: Path, tiny_space_file: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run = tmp_path / "run"
+    assert train_main(tiny_args(run, tiny_space_file, data_dir, steps=4)) == 0
+    models = ("checkpoint.pt", "checkpoint.pt.prev", "supernet.pt")
+    before = {name: (run / name).read_bytes() for name in models}
+    names = {p.name for p in run.iterdir()}
+    model, tokenizer = load_model_file(run)
+
+    def full_disk(obj: object, path: Path) -> None:
+        Path(path).write_bytes(b"half a file")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    with pytest.raises(OSError, match="No space"):
+        save_with_tokenizer(model, tokenizer, run / "supernet.pt")
+    with pytest.raises(OSError, match="No space"):
+        train_main([f"--run={run}", "--resume", "--max-steps=6", "--no-progress"])
+    assert {name: (run / name).read_bytes() for name in models} == before
+    assert {p.name for p in run.iterdir()} == names
