@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,7 @@ from automoe.argtypes import (
 from automoe.data import Tokenizer
 from automoe.errors import AutomoeError, run_cli
 from automoe.experiment import TOKENIZER_FILE, DataSettings, RunData
-from automoe.files import previous_path
+from automoe.files import previous_path, write_text_atomic
 from automoe.runs import (
     CHECKPOINT_FILE,
     RUN_FILE,
@@ -139,52 +140,41 @@ def _settings_from_args(args: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = vars(build_parser().parse_args(argv))
-    run = Path(args["run"])
-    if args.get("threads"):
-        torch.set_num_threads(args["threads"])
-    if args.get("resume"):
-        fixed = sorted(k for k in args if k not in RESUMABLE)
-        if fixed:
-            flags = ", ".join("--" + k.replace("_", "-") for k in fixed)
-            raise AutomoeError(
-                f"{flags}: fixed by {run / RUN_FILE} when resuming; start a new --run to change"
-            )
-        settings = read_run_file(run)
-        if "max_steps" in args:
-            settings["train"]["max_steps"] = args["max_steps"]
-    else:
-        checkpoint = run / CHECKPOINT_FILE
-        if checkpoint.exists() or previous_path(checkpoint).exists():
-            raise AutomoeError(
-                f"{run} already holds a training run; add --resume to continue it "
-                "or choose another --run folder"
-            )
-        settings = _settings_from_args(args)
-    if "data_dir" in args:
-        settings["data_dir"] = str(Path(args["data_dir"]).resolve())
-    run.mkdir(parents=True, exist_ok=True)
-    (run / RUN_FILE).write_text(json.dumps(settings, indent=2) + "\n")
+def _resume_settings(run: Path, args: dict[str, Any]) -> dict[str, Any]:
+    fixed = sorted(k for k in args if k not in RESUMABLE)
+    if fixed:
+        flags = ", ".join("--" + k.replace("_", "-") for k in fixed)
+        raise AutomoeError(
+            f"{flags}: fixed by {run / RUN_FILE} when resuming; start a new --run to change"
+        )
+    return read_run_file(run)
 
+
+def _new_settings(run: Path, args: dict[str, Any]) -> dict[str, Any]:
+    checkpoint = run / CHECKPOINT_FILE
+    if checkpoint.exists() or previous_path(checkpoint).exists():
+        raise AutomoeError(
+            f"{run} already holds a training run; add --resume to continue it "
+            "or choose another --run folder"
+        )
+    return _settings_from_args(args)
+
+
+def _build_trainer(
+    run: Path, settings: dict[str, Any], tokenizer: Tokenizer | None, device: str
+) -> tuple[SuperNetTrainer, Tokenizer]:
+    """The run's SuperNet and trainer; reads the corpus, writes nothing."""
     data_settings = DataSettings(**settings["data"])
     train_settings = TrainSettings(
         **{**settings["train"], "betas": tuple(settings["train"]["betas"])}
     )
-    tokenizer_path = run / TOKENIZER_FILE
-    data = RunData(
-        data_settings,
-        settings.get("data_dir"),
-        tokenizer=Tokenizer.load(tokenizer_path) if tokenizer_path.exists() else None,
-    )
-    data.tokenizer.save(run)
+    data = RunData(data_settings, settings.get("data_dir"), tokenizer=tokenizer)
     space = SearchSpace.from_dict(settings["space"], source=str(run / RUN_FILE))
     torch.manual_seed(train_settings.seed)
-    max_positions = max(256, data_settings.max_len + 2)
     net = SuperNet.build(
         space,
         data.tokenizer.vocab_size,
-        max_positions=max_positions,
+        max_positions=max(256, data_settings.max_len + 2),
         num_tasks=len(data.tasks),
         task_names=tuple(task.name for task in data.tasks),
         **settings["model"],
@@ -196,23 +186,83 @@ def main(argv: list[str] | None = None) -> int:
         data.valid_batches(),
         train_settings,
         run,
-        pick_device(args.get("device", "auto")),
+        pick_device(device),
     )
-    if args.get("resume"):
+    return trainer, data.tokenizer
+
+
+def _model_is_stale(run: Path) -> bool:
+    """True when `supernet.pt` is missing or older than the final checkpoint (a kill between
+    the two writes)."""
+    model, checkpoint = run / SUPERNET_FILE, run / CHECKPOINT_FILE
+    if not model.exists():
+        return True
+    return checkpoint.exists() and model.stat().st_mtime_ns < checkpoint.stat().st_mtime_ns
+
+
+def _record(run: Path, settings: dict[str, Any], tokenizer: Tokenizer) -> None:
+    """Write the run's settings and tokenizer; unchanged files are left alone."""
+    text = json.dumps(settings, indent=2) + "\n"
+    path = run / RUN_FILE
+    if not path.is_file() or path.read_text() != text:
+        write_text_atomic(path, text)
+    saved = run / TOKENIZER_FILE
+    if not saved.is_file() or saved.read_bytes() != tokenizer.model_proto:
+        tokenizer.save(run)
+
+
+def _finish(trainer: SuperNetTrainer, tokenizer: Tokenizer, last: dict[str, Any]) -> None:
+    save_with_tokenizer(trainer.net, tokenizer, trainer.run_dir / SUPERNET_FILE)
+    summary = {k: v for k, v in last.items() if k.startswith("valid") or k in ("step", "loss")}
+    print(json.dumps(summary))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Nothing in the run folder is written until the settings, the data and (on --resume)
+    a checkpoint are known good."""
+    args = vars(build_parser().parse_args(argv))
+    run = Path(args["run"])
+    resume = args.get("resume", False)
+    if "threads" in args:
+        torch.set_num_threads(args["threads"])
+    settings = _resume_settings(run, args) if resume else _new_settings(run, args)
+    planned_steps = settings["train"]["max_steps"]
+    settings["train"]["max_steps"] = args.get("max_steps", planned_steps)
+    if "data_dir" in args:
+        settings["data_dir"] = str(Path(args["data_dir"]).resolve())
+    tokenizer_path = run / TOKENIZER_FILE
+    trainer, tokenizer = _build_trainer(
+        run,
+        settings,
+        Tokenizer.load(tokenizer_path) if resume and tokenizer_path.exists() else None,
+        args.get("device", "auto"),
+    )
+    max_steps = trainer.settings.max_steps
+    if resume:
         notice = trainer.load_checkpoint()
         if notice:
             print(notice)
-        if trainer.step >= train_settings.max_steps:
-            print(f"{run}: already trained for {trainer.step} steps; raise --max-steps to go on")
+        if trainer.step >= max_steps:
+            if trainer.step == planned_steps and _model_is_stale(run):
+                print(f"{run}: training had finished; writing the {SUPERNET_FILE} it did not save")
+                _finish(trainer, tokenizer, {"step": trainer.step})
+            else:
+                print(
+                    f"{run}: already trained for {trainer.step} steps; raise --max-steps to go on"
+                )
             return 0
+        if args.get("stop_at", math.inf) <= trainer.step:
+            raise AutomoeError(
+                f"--stop-at {args['stop_at']}: the run is already at step {trainer.step}; "
+                "give a later step"
+            )
+    _record(run, settings, tokenizer)
     limit = args["time_limit"] * 60 if "time_limit" in args else None
     last = trainer.train(not args.get("no_progress", False), args.get("stop_at"), limit)
-    if trainer.step < train_settings.max_steps:
+    if trainer.step < max_steps:
         print(f"paused at step {trainer.step}; continue with --run {run} --resume")
         return 0
-    save_with_tokenizer(trainer.net, data.tokenizer, run / SUPERNET_FILE)
-    summary = {k: v for k, v in last.items() if k.startswith("valid") or k in ("step", "loss")}
-    print(json.dumps(summary))
+    _finish(trainer, tokenizer, last)
     return 0
 
 

@@ -377,3 +377,92 @@ def test_a_failed_save_keeps_the_old_files_and_leaves_no_temporary(
         train_main([f"--run={run}", "--resume", "--max-steps=6", "--no-progress"])
     assert {name: (run / name).read_bytes() for name in models} == before
     assert {p.name for p in run.iterdir()} == names
+
+
+# --- resuming writes nothing until the inputs are known good -----------------------------
+
+
+def _snapshot(run: Path) -> dict[str, tuple[bytes, int]]:
+    return {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in sorted(run.iterdir())}
+
+
+def _one_error_line(capsys: pytest.CaptureFixture[str]) -> str:
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    return lines[0]
+
+
+def test_new_run_with_bad_data_dir_creates_nothing(tmp_path: Path, tiny_space_file: Path) -> None:
+    run = tmp_path / "run"
+    args = tiny_args(run, tiny_space_file, tmp_path / "nowhere")
+    assert run_cli(train_main, args) == 2
+    assert not run.exists()
+
+
+def test_resume_from_a_corrupt_checkpoint_rewrites_nothing(
+    tmp_path: Path, tiny_space_file: Path, data_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = tmp_path / "run"
+    assert train_main([*tiny_args(run, tiny_space_file, data_dir, steps=10), "--stop-at=2"]) == 0
+    assert not previous_path(run / "checkpoint.pt").exists()
+    (run / "checkpoint.pt").write_bytes(b"garbage")
+    before = _snapshot(run)
+    capsys.readouterr()
+    assert run_cli(train_main, [f"--run={run}", "--resume", "--max-steps=12"]) == 2
+    assert "corrupt" in _one_error_line(capsys)
+    assert _snapshot(run) == before
+
+
+def test_resume_of_a_finished_run_says_so_and_rewrites_nothing(
+    tmp_path: Path, tiny_space_file: Path, data_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = tmp_path / "run"
+    assert train_main(tiny_args(run, tiny_space_file, data_dir, steps=4)) == 0
+    before = _snapshot(run)
+    capsys.readouterr()
+    assert train_main([f"--run={run}", "--resume", "--no-progress"]) == 0
+    assert "already trained for 4 steps" in capsys.readouterr().out
+    assert train_main([f"--run={run}", "--resume", "--max-steps=3", "--no-progress"]) == 0
+    assert "already trained for 4 steps" in capsys.readouterr().out
+    assert _snapshot(run) == before
+
+
+def test_resume_rewrites_the_model_a_kill_did_not_save(
+    tmp_path: Path, tiny_space_file: Path, data_dir: Path
+) -> None:
+    """Killed after the final checkpoint but before `supernet.pt`: resuming writes it."""
+    full, killed = tmp_path / "full", tmp_path / "killed"
+    for run in (full, killed):
+        assert train_main(tiny_args(run, tiny_space_file, data_dir, steps=4)) == 0
+    (killed / "supernet.pt").unlink()
+    assert train_main([f"--run={killed}", "--resume", "--no-progress"]) == 0
+    _assert_same_weights(full, killed)
+
+
+def test_resume_with_stop_at_already_passed_is_refused(
+    tmp_path: Path, tiny_space_file: Path, data_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = tmp_path / "run"
+    assert train_main([*tiny_args(run, tiny_space_file, data_dir, steps=10), "--stop-at=4"]) == 0
+    before = _snapshot(run)
+    capsys.readouterr()
+    assert run_cli(train_main, [f"--run={run}", "--resume", "--stop-at=4"]) == 2
+    assert "--stop-at" in _one_error_line(capsys)
+    assert _snapshot(run) == before
+
+
+def test_both_checkpoints_damaged_is_one_clear_message(
+    tmp_path: Path, tiny_space_file: Path, data_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = tmp_path / "run"
+    assert train_main([*tiny_args(run, tiny_space_file, data_dir, steps=10), "--stop-at=4"]) == 0
+    _damage(run / "checkpoint.pt")
+    _damage(previous_path(run / "checkpoint.pt"))
+    before = _snapshot(run)
+    capsys.readouterr()
+    assert run_cli(train_main, [f"--run={run}", "--resume"]) == 2
+    line = _one_error_line(capsys)
+    assert "checkpoint.pt.prev" in line and "corrupt" in line
+    assert _snapshot(run) == before
