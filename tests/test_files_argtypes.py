@@ -28,6 +28,13 @@ def test_failed_write_keeps_the_old_file(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["a.json"]
 
 
+def test_a_killed_writers_temporary_is_cleared_by_the_next_write(tmp_path):
+    target = tmp_path / "ckpt.pt"
+    (tmp_path / ".ckpt.pt.abc123.part").write_text("half a checkpoint")
+    write_text_atomic(target, "whole")
+    assert [p.name for p in tmp_path.iterdir()] == ["ckpt.pt"]
+
+
 def test_keep_previous_holds_the_replaced_copy(tmp_path):
     target = tmp_path / "ckpt.pt"
     for text in ("v1", "v2", "v3"):
