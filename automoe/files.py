@@ -19,7 +19,8 @@ def atomic_path(path: str | Path, keep_previous: bool = False) -> Iterator[Path]
     """Yield a temporary path to write; on success it replaces `path`, on error it is removed.
 
     With `keep_previous`, the file being replaced survives as `path.prev`, so one damaged
-    write (a full disk, a bad sector) never loses the last good copy.
+    write (a full disk, a bad sector) never loses the last good copy. A temporary file that a
+    killed writer left beside `path` is removed first: one writer per file is assumed.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
