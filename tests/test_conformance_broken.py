@@ -274,6 +274,7 @@ def test_a_hanging_strategy_fails_on_time_off_the_main_thread(hanging: type[Stra
     caller = threading.Thread(target=run)
     caller.start()
     caller.join(30)
+    assert len(errors) == 1
     assert "did not finish within 0.5 s" in str(errors[0])
 
 
