@@ -52,6 +52,9 @@ class Strategy(ABC):
 
     name: ClassVar[str]
     defaults: ClassVar[Mapping[str, Any]] = {"max_tries": 1000}
+    uses_feedback: ClassVar[bool] = True
+    """Whether told results change what is proposed. A strategy that ignores them by design
+    (random search) sets False, and the conformance checks then hold it to that."""
 
     def __init__(
         self,

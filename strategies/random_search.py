@@ -11,6 +11,7 @@ class RandomSearch(Strategy):
     the `is_feasible` constraint (rejection sampling)."""
 
     name = "random"
+    uses_feedback = False
 
     def _propose(self, n: int) -> list[ArchConfig]:
         out = []
