@@ -9,15 +9,25 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 
+from automoe.argtypes import nonnegative_float, nonnegative_int, positive_int
 from automoe.data import TokenBatcher
 from automoe.errors import AutomoeError, run_cli
 from automoe.evaluation import corpus_bleu, translate_examples, validation_loss
 from automoe.experiment import DataSettings, RunData
-from automoe.runs import RUN_FILE, load_model_file, pick_device, read_run_file, resolve_arch
+from automoe.files import write_text_atomic
+from automoe.runs import (
+    RUN_FILE,
+    load_model_file,
+    pick_device,
+    read_run_file,
+    resolve_arch,
+    task_ids_for,
+)
 from automoe.supernet.decode import DecodeSettings
 
 
@@ -28,12 +38,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="test_2016_flickr", help="val, test_2016_flickr or train")
     p.add_argument("--pairs", help="comma-separated pairs (default: the run's, else en-de)")
     p.add_argument("--data-dir", help="folder holding multi30k/")
-    p.add_argument("--limit", type=int, default=0, help="first N sentences per pair (0 = all)")
-    p.add_argument("--beam", type=int, default=4)
-    p.add_argument("--lenpen", type=float, default=0.6)
+    p.add_argument(
+        "--limit", type=nonnegative_int, default=0, help="first N sentences per pair (0 = all)"
+    )
+    p.add_argument("--beam", type=positive_int, default=4)
+    p.add_argument("--lenpen", type=nonnegative_float, default=0.6, help="length penalty")
     p.add_argument("--no-bleu", action="store_true", help="loss only (fast)")
     p.add_argument("--device", default="auto")
-    p.add_argument("--threads", type=int)
+    p.add_argument("--threads", type=positive_int)
     p.add_argument("--out", help="write the results as JSON here")
     return p
 
@@ -50,10 +62,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.pairs:
         saved["pairs"] = args.pairs.split(",")
     settings = DataSettings(**saved)
+    task_ids = task_ids_for(model, settings.pairs)
     data = RunData(settings, args.data_dir, tokenizer=tokenizer)
     results = []
-    for task_id, task in enumerate(data.tasks):
-        examples = [e for e in data.examples(args.split) if e.task_id == task_id]
+    for position, (task, task_id) in enumerate(zip(data.tasks, task_ids, strict=True)):
+        examples = [
+            replace(e, task_id=task_id) for e in data.examples(args.split) if e.task_id == position
+        ]
         pairs = data.pairs(args.split, task)
         if args.limit:
             examples, pairs = examples[: args.limit], pairs[: args.limit]
@@ -81,8 +96,8 @@ def main(argv: list[str] | None = None) -> int:
         results.append(row)
     _print_table(results)
     if args.out:
-        Path(args.out).write_text(
-            json.dumps({"arch": arch.to_dict(), "results": results}, indent=2)
+        write_text_atomic(
+            args.out, json.dumps({"arch": arch.to_dict(), "results": results}, indent=2)
         )
     return 0
 

@@ -7,15 +7,17 @@ be copied to another machine as one file and still turn text into ids exactly as
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from automoe.arch import ArchConfig
+from automoe.arch import ArchConfig, ArchError
 from automoe.data import Tokenizer
 from automoe.errors import AutomoeError
 from automoe.files import atomic_path
+from automoe.space import SpaceError
 from automoe.supernet.model import Transformer, load_checkpoint_file
 from automoe.supernet.supernet import SuperNet
 
@@ -48,7 +50,7 @@ def read_run_file(run: str | Path) -> dict[str, Any]:
 
 
 def save_with_tokenizer(model: Transformer, tokenizer: Tokenizer, path: str | Path) -> None:
-    """Save a model (SuperNet or extracted) together with its tokenizer."""
+    """Save a model (SuperNet or extracted) together with its tokenizer, atomically."""
     with atomic_path(path) as tmp:
         torch.save({**model.checkpoint(), "tokenizer": tokenizer.model_proto}, tmp)
 
@@ -76,8 +78,20 @@ def load_model_file(path: str | Path) -> tuple[Transformer, Tokenizer]:
     return cls.from_checkpoint(data, str(path)), tokenizer
 
 
+def task_ids_for(model: Transformer, task_names: Sequence[str]) -> list[int]:
+    """The task id the model was trained with for each pair, so that task routers see the
+    pair it really is; a model that records no task names takes them by position."""
+    if not model.config.task_names:
+        return list(range(len(task_names)))
+    return [model.task_id(name) for name in task_names]
+
+
 def resolve_arch(spec: str | None, model: Transformer) -> ArchConfig:
-    """`largest`/`smallest` of a SuperNet's space, an arch file, or (None) the model's own."""
+    """`largest`/`smallest` of a SuperNet's space, an arch file, or (None) the model's own.
+
+    An arch file must be one of a SuperNet's architectures (weights outside its space were
+    never trained) or, for an extracted model, the model's own architecture.
+    """
     if spec is None:
         return model.space.largest() if isinstance(model, SuperNet) else model.default_arch
     if spec in ("largest", "smallest"):
@@ -87,5 +101,22 @@ def resolve_arch(spec: str | None, model: Transformer) -> ArchConfig:
             )
         return getattr(model.space, spec)()
     arch = ArchConfig.load(spec)
+    if isinstance(model, SuperNet):
+        try:
+            model.space.validate(arch)
+        except SpaceError as err:
+            raise SpaceError(f"--arch {spec}: {err}") from None
+    elif arch != model.default_arch:
+        raise ArchError(
+            f"--arch {spec}: an extracted model runs its own architecture only, and this one "
+            f"differs from it ({_first_difference(arch, model.default_arch)}); leave out "
+            "--arch, or use the SuperNet it was extracted from"
+        )
     model.check_arch(arch)
     return arch
+
+
+def _first_difference(arch: ArchConfig, own: ArchConfig) -> str:
+    mine, theirs = arch.to_dict(), own.to_dict()
+    name = next(k for k in dict.fromkeys([*mine, *theirs]) if mine.get(k) != theirs.get(k))
+    return f"{name} = {mine.get(name)}, the model's is {theirs.get(name)}"

@@ -9,6 +9,8 @@ the top-left corner of every weight, so both run the very same code.
 from __future__ import annotations
 
 import math
+import pickle
+import re
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -206,7 +208,9 @@ class Transformer(nn.Module):
         return names.index(name)
 
     def check_arch(self, arch: ArchConfig) -> None:
-        problem = arch.fits_in(self.config.shape)
+        """Refuse an arch this model cannot run: wider or deeper than its shape, heads that do
+        not split the Q/K/V width evenly, or a routing it holds no router for."""
+        problem = arch.fits_in(self.config.shape) or self._heads_problem(arch)
         if problem is None:
             missing = set(arch.encoder_routing + arch.decoder_routing) - {"token"}
             missing -= set(self.config.routers)
@@ -217,6 +221,17 @@ class Transformer(nn.Module):
                 )
         if problem is not None:
             raise ArchError(f"architecture does not fit this model: {problem}")
+
+    def _heads_problem(self, arch: ArchConfig) -> str | None:
+        qkv = self.config.qkv_dim
+        for name in ("encoder_heads", "decoder_self_heads", "decoder_cross_heads"):
+            for i, heads in enumerate(getattr(arch, name)):
+                if qkv % heads:
+                    return (
+                        f"{name}[{i}] = {heads} heads do not divide qkv_dim {qkv} "
+                        "(use a divisor of it)"
+                    )
+        return None
 
     def _dropout(self, dim: int) -> float:
         return self.config.dropout * dim / self.config.dropout_ref_dim
@@ -390,12 +405,21 @@ def _upgrade_key(name: str) -> str:
 
 
 def load_checkpoint_file(path: str | Path) -> dict[str, Any]:
-    """torch.load with one clear message for a missing, truncated or foreign file."""
+    """torch.load of tensors and plain values only (a pickled object could run code), with one
+    clear message for a missing, truncated or foreign file."""
     path = Path(path)
     if not path.is_file():
         raise AutomoeError(f"checkpoint {path} does not exist")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:  # the weights-only unpickler met a foreign object
+        found = re.search(r"GLOBAL (\S+)", str(err))
+        what = f" such as {found.group(1)}" if found else ""
+        raise AutomoeError(
+            f"checkpoint {path} is corrupt or holds something other than weights{what}; it is "
+            "refused unread, since loading objects could run code: use a model file saved by "
+            "automoe's commands"
+        ) from None
     except Exception as err:  # torch raises many types for corrupt files
         raise AutomoeError(
             f"cannot read checkpoint {path}: the file is corrupt or not a torch checkpoint "
