@@ -7,6 +7,7 @@ be copied to another machine as one file and still turn text into ids exactly as
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +77,20 @@ def load_model_file(path: str | Path) -> tuple[Transformer, Tokenizer]:
         raise AutomoeError(f"{path} holds no tokenizer; save models with automoe's commands")
     cls = SuperNet if "space" in data else Transformer
     return cls.from_checkpoint(data, str(path)), tokenizer
+
+
+def task_ids_for(model: Transformer, task_names: Sequence[str]) -> list[int]:
+    """The task id `model` was trained with for each pair name (e.g. "en-de"), never the pair's
+    position in some list: task routers index their weights by this id. A pair the model was
+    not trained on is refused; a model recording no names has one task, id 0."""
+    if model.config.task_names:
+        return [model.task_id(name) for name in task_names]
+    if model.config.num_tasks == 1:
+        return [0] * len(task_names)
+    raise AutomoeError(
+        f"this model has {model.config.num_tasks} tasks but records no task names, so the task "
+        f"id of {list(task_names)} is unknown; retrain it with this version of automoe"
+    )
 
 
 def resolve_arch(spec: str | None, model: Transformer) -> ArchConfig:
