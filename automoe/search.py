@@ -132,7 +132,13 @@ def _costs(
         def measure(arch: ArchConfig) -> float:
             return measure_latency(extract(net, arch), sources, targets, protocol).latency_ms
 
-    return CostModel(net.config.qkv_dim, net.config.vocab_size, predictor, measure)
+    return CostModel(
+        net.config.qkv_dim,
+        net.config.vocab_size,
+        predictor,
+        measure,
+        num_tasks=net.config.num_tasks,
+    )
 
 
 def _references(net: SuperNet, scorer: Any, costs: CostModel) -> dict[str, Any]:

@@ -9,18 +9,47 @@ from pathlib import Path
 
 import pytest
 
+from automoe.arch import ArchConfig
+from automoe.cost import count_params
 from automoe.errors import AutomoeError
-from automoe.runs import RUN_FILE, SUPERNET_FILE
+from automoe.runs import RUN_FILE, SUPERNET_FILE, load_model_file
 from automoe.scoring import ArchScorer, ScoringSettings
+from automoe.search import main as search_main
+
+TASK_SPACE = """\
+name: tiny-task
+qkv_dim: 32
+max_experts: 2
+fractional_experts: true
+identity_experts: false
+encoder:
+  embed_dim: [24, 32]
+  layers: [2]
+  ffn_dim: [32, 64]
+  heads: [2, 4]
+  experts: [2]
+  top_k: [1]
+  routing: [task]
+decoder:
+  embed_dim: [24, 32]
+  layers: [1, 2]
+  ffn_dim: [32, 64]
+  self_heads: [2, 4]
+  cross_heads: [2, 4]
+  cross_layers: [1, 2]
+  experts: [2]
+  top_k: [1]
+  routing: [task]
+"""
 
 
 @pytest.fixture(scope="module")
-def two_task_run(
-    tmp_path_factory: pytest.TempPathFactory, tiny_space_file: Path, train_tiny: Callable[..., Path]
-) -> Path:
-    """A tiny SuperNet trained on en-de then en-fr: task ids 0 and 1."""
-    run = tmp_path_factory.mktemp("two-task") / "run"
-    return train_tiny(run, tiny_space_file, pairs="en-de,en-fr", max_steps=5, train_limit=100)
+def two_task_run(tmp_path_factory: pytest.TempPathFactory, train_tiny: Callable[..., Path]) -> Path:
+    """A tiny SuperNet with task routers, trained on en-de then en-fr: task ids 0 and 1."""
+    folder = tmp_path_factory.mktemp("two-task")
+    space = folder / "space.yaml"
+    space.write_text(TASK_SPACE)
+    return train_tiny(folder / "run", space, pairs="en-de,en-fr", max_steps=5, train_limit=100)
 
 
 def with_pairs(run: Path, folder: Path, pairs: list[str]) -> Path:
@@ -58,3 +87,27 @@ def test_a_supernet_file_alone_is_scored_on_its_own_pairs(
     scorer = ArchScorer(ScoringSettings(str(alone), valid_size=8, data_dir=str(data_dir)))
     assert [t.name for t in scorer.data.tasks] == ["en-de", "en-fr"]
     assert sorted({e.task_id for e in scorer.examples}) == [0, 1]
+
+
+def test_search_params_count_the_task_routers(
+    two_task_run: Path, tmp_path: Path, data_dir: Path
+) -> None:
+    run = tmp_path / "search"
+    args = [
+        f"--supernet={two_task_run}",
+        f"--run={run}",
+        f"--data-dir={data_dir}",
+        "--strategy=random",
+        "--objectives=loss",
+        "--evaluations=3",
+        "--valid-size=8",
+        "--threads=1",
+        "--no-progress",
+    ]
+    assert search_main(args) == 0
+    vocab = load_model_file(two_task_run)[0].config.vocab_size
+    for line in (run / "evaluations.jsonl").read_text().splitlines():
+        row = json.loads(line)
+        arch = ArchConfig.from_dict(row["arch"])
+        expected = count_params(arch, qkv_dim=32, vocab_size=vocab, num_tasks=2)
+        assert row["params"] == expected.without_embeddings
