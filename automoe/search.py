@@ -21,6 +21,7 @@ import torch
 import yaml
 
 from automoe.arch import ArchConfig
+from automoe.argtypes import nonnegative_int, positive_float, positive_int
 from automoe.constraints import COST_METRICS, Constraint
 from automoe.cost import LatencySettings, latency_inputs, measure_latency
 from automoe.data import Tokenizer
@@ -39,6 +40,7 @@ from automoe.supernet.model import extract
 from automoe.supernet.supernet import SuperNet
 
 SETTINGS_FILE = "search.json"
+DEFAULT_EVALUATIONS = 300
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -64,19 +66,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--metric", choices=METRICS, default="loss", help="loss (default) or bleu")
     p.add_argument("--latency", choices=["predicted", "measured"], default="predicted")
-    p.add_argument("--evaluations", type=int, help="architectures to score (default 300)")
-    p.add_argument("--time-limit", type=float, help="minutes of scoring at most")
-    p.add_argument("--batch", type=int, default=25, help="architectures scored per round")
-    p.add_argument("--jobs", type=int, default=1, help="scoring worker processes")
-    p.add_argument("--valid-size", type=int, default=200, help="validation sentences scored")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--evaluations",
+        type=positive_int,
+        help=f"architectures to score (default {DEFAULT_EVALUATIONS}; with --resume, the run's)",
+    )
+    p.add_argument("--time-limit", type=positive_float, help="minutes of scoring at most")
+    p.add_argument("--batch", type=positive_int, default=25, help="architectures scored per round")
+    p.add_argument("--jobs", type=positive_int, default=1, help="scoring worker processes")
+    p.add_argument(
+        "--valid-size", type=positive_int, default=200, help="validation sentences scored"
+    )
+    p.add_argument("--seed", type=nonnegative_int, default=0)
     p.add_argument(
         "--option",
         action="append",
         default=[],
         help="strategy option KEY=VALUE, e.g. population=50 (repeatable)",
     )
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--threads", type=positive_int, default=2)
     p.add_argument("--no-progress", action="store_true")
     return p
 
@@ -115,7 +123,7 @@ def _settings(args: argparse.Namespace, supernet: str, predictor: str | None) ->
         "supernet": str(Path(supernet).resolve()),
         "predictor": str(Path(predictor).resolve()) if predictor else None,
         "space": args.space,
-        "evaluations": args.evaluations or 300,
+        "evaluations": DEFAULT_EVALUATIONS if args.evaluations is None else args.evaluations,
         "valid_size": args.valid_size,
     }
 
