@@ -111,3 +111,56 @@ def test_search_params_count_the_task_routers(
         arch = ArchConfig.from_dict(row["arch"])
         expected = count_params(arch, qkv_dim=32, vocab_size=vocab, num_tasks=2)
         assert row["params"] == expected.without_embeddings
+
+
+def test_a_refused_search_writes_nothing(
+    tmp_path: Path, tiny_run: Path, tiny_space_file: Path, data_dir: Path
+) -> None:
+    wider = tmp_path / "wider.yaml"
+    wider.write_text(
+        tiny_space_file.read_text().replace("embed_dim: [24, 32]", "embed_dim: [24, 48]")
+    )
+    cases = [
+        (["--strategy=evolution", "--option=population=0"], "population"),
+        (["--strategy=random", "--option=colour=red"], "no option"),
+        (["--strategy=random", "--constraint=flops<=10"], "cannot be met"),
+        (["--strategy=random", f"--space={wider}"], "within the SuperNet"),
+        (["--strategy=random", f"--predictor={tmp_path / 'missing'}"], "missing"),
+    ]
+    for i, (extra, needle) in enumerate(cases):
+        run = tmp_path / f"run{i}"
+        args = [
+            f"--supernet={tiny_run}",
+            f"--run={run}",
+            f"--data-dir={data_dir}",
+            "--objectives=loss",
+            "--valid-size=8",
+            "--threads=1",
+            "--no-progress",
+            *extra,
+        ]
+        with pytest.raises(AutomoeError, match=needle):
+            search_main(args)
+        assert not run.exists(), extra
+
+
+def test_a_refused_resume_leaves_the_run_as_it_was(
+    tmp_path: Path, tiny_run: Path, data_dir: Path
+) -> None:
+    run = tmp_path / "run"
+    args = [
+        f"--supernet={tiny_run}",
+        f"--run={run}",
+        f"--data-dir={data_dir}",
+        "--strategy=random",
+        "--objectives=loss",
+        "--valid-size=8",
+        "--threads=1",
+        "--no-progress",
+    ]
+    assert search_main([*args, "--evaluations=4"]) == 0
+    (run / "strategy_state.json").write_text("{torn")
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    with pytest.raises(AutomoeError, match="corrupt"):
+        search_main([*args, "--resume", "--evaluations=8"])
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
