@@ -2,7 +2,8 @@
 
 The run folder holds everything as it happens: `evaluations.jsonl`/`.csv` (one row per scored
 architecture, appended and flushed at once), `strategy_state.json` (the strategy's own state
-after every tell), and at the end `pareto.json`/`.csv`, `best.yaml` and `summary.json`.
+after every tell), and at the end (`search_results`) `pareto.json`, `best.yaml`, `front/` and
+`summary.json`.
 A killed run resumes from these files: scored architectures are never scored again, and
 architectures the strategy was waiting on are told from the record when it has them.
 
@@ -117,7 +118,7 @@ class SearchLoop:
 
     def resume(self) -> None:
         """Reload the record and the strategy (a new one checks its options); tell it what it
-        was waiting on, if recorded. Reads the run folder, writes nothing."""
+        was waiting on, if recorded. Writes nothing but the repair of a torn last record."""
         self.rows = self.log.read()
         if self.rows:
             self.elapsed = float(self.rows[-1]["elapsed_s"])
