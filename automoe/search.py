@@ -6,6 +6,8 @@ With no other argument it runs the whole pipeline on Multi30k en-de: a short Sup
 training, a latency dataset measured here, a latency predictor, then the search, reusing any
 stage already in `--workdir`. `--supernet`, `--predictor`, `--space` and `--data-dir` replace
 stages. Results land in `--run` (evaluations, Pareto front, best architecture, summary).
+Without `--objectives` or `--constraint` the search answers "what is the best model for each
+latency budget" (loss and latency together); with a constraint, "the best model under it".
 """
 
 from __future__ import annotations
