@@ -43,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def parse_reference(text: str) -> tuple[float, float]:
-    """`QUALITY,COST` as two finite numbers."""
+    """`QUALITY,COST` as two finite numbers, the cost positive (every cost is)."""
     parts = text.split(",")
     try:
         loss, cost = (float(part) for part in parts)
@@ -51,6 +51,10 @@ def parse_reference(text: str) -> tuple[float, float]:
         raise AutomoeError(f"--reference {text!r}: write QUALITY,COST, e.g. 9,200") from None
     if not (math.isfinite(loss) and math.isfinite(cost)):
         raise AutomoeError(f"--reference {text!r}: both numbers must be finite")
+    if cost <= 0:
+        raise AutomoeError(
+            f"--reference {text!r}: the cost must be above 0, or no architecture improves on it"
+        )
     return loss, cost
 
 

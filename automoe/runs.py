@@ -79,11 +79,15 @@ def load_model_file(path: str | Path) -> tuple[Transformer, Tokenizer]:
 
 
 def task_ids_for(model: Transformer, task_names: Sequence[str]) -> list[int]:
-    """The task id the model was trained with for each pair, so that task routers see the
-    pair it really is; a model that records no task names takes them by position."""
-    if not model.config.task_names:
-        return list(range(len(task_names)))
-    return [model.task_id(name) for name in task_names]
+    """The task id `model` was trained with for each pair name (e.g. "en-de"), never the pair's
+    position in some list: task routers index their weights by this id. A pair the model was
+    not trained on is refused. A model recording no names has one task (id 0) or predates task
+    names, when its pairs were numbered in training order."""
+    if model.config.task_names:
+        return [model.task_id(name) for name in task_names]
+    if model.config.num_tasks == 1:
+        return [0] * len(task_names)
+    return list(range(len(task_names)))
 
 
 def resolve_arch(spec: str | None, model: Transformer) -> ArchConfig:

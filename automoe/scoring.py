@@ -10,17 +10,18 @@ from __future__ import annotations
 import concurrent.futures as cf
 import multiprocessing
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from automoe.arch import ArchConfig
+from automoe.data import TokenBatcher
 from automoe.errors import AutomoeError
 from automoe.evaluation import corpus_bleu, translate_examples, validation_loss
 from automoe.experiment import DataSettings, RunData
-from automoe.runs import RUN_FILE, load_model_file, read_run_file
+from automoe.runs import RUN_FILE, load_model_file, read_run_file, task_ids_for
 from automoe.supernet.decode import DecodeSettings
 from automoe.supernet.supernet import SuperNet
 
@@ -48,10 +49,18 @@ class ArchScorer:
             raise AutomoeError(f"{settings.supernet} is an extracted model, not a SuperNet")
         self.settings = settings
         self.net = model
-        data_settings = _run_data_settings(settings.supernet)
+        data_settings = _run_data_settings(settings.supernet, model)
         self.data = RunData(data_settings, settings.data_dir, tokenizer=tokenizer)
-        self.batches = self.data.valid_batches(settings.valid_size)
-        self.examples = self.data.valid_examples(settings.valid_size)
+        try:
+            ids = task_ids_for(model, [task.name for task in self.data.tasks])
+        except AutomoeError as err:
+            raise AutomoeError(f"cannot score {settings.supernet}: {err}") from None
+        self.examples = [
+            replace(e, task_id=ids[e.task_id])
+            for e in self.data.valid_examples(settings.valid_size)
+        ]
+        batcher = TokenBatcher(self.examples, data_settings.max_tokens, shuffle=False)
+        self.batches = list(batcher.batches())
         self.references = self.data.valid_references(settings.valid_size)
 
     def __call__(self, arch: ArchConfig) -> dict[str, float]:
@@ -70,12 +79,15 @@ class ArchScorer:
         return {"loss": report.loss, "nll": report.nll, "objective": report.loss}
 
 
-def _run_data_settings(supernet: str) -> DataSettings:
-    """The data settings of the run the SuperNet came from (same subset and vocabulary)."""
+def _run_data_settings(supernet: str, model: SuperNet) -> DataSettings:
+    """The data settings of the run the SuperNet came from (same subset and vocabulary); for a
+    SuperNet file away from its run, the defaults on the pairs the model was trained on."""
     path = Path(supernet)
     folder = path if path.is_dir() else path.parent
     if (folder / RUN_FILE).is_file():
         return DataSettings(**read_run_file(folder)["data"])
+    if model.config.task_names:
+        return DataSettings(pairs=model.config.task_names)
     return DataSettings()
 
 

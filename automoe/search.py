@@ -6,6 +6,8 @@ With no other argument it runs the whole pipeline on Multi30k en-de: a short Sup
 training, a latency dataset measured here, a latency predictor, then the search, reusing any
 stage already in `--workdir`. `--supernet`, `--predictor`, `--space` and `--data-dir` replace
 stages. Results land in `--run` (evaluations, Pareto front, best architecture, summary).
+Without `--objectives` or `--constraint` the search answers "what is the best model for each
+latency budget" (loss and latency together); with a constraint, "the best model under it".
 """
 
 from __future__ import annotations
@@ -21,24 +23,28 @@ import torch
 import yaml
 
 from automoe.arch import ArchConfig
+from automoe.argtypes import nonnegative_int, positive_float, positive_int
 from automoe.constraints import COST_METRICS, Constraint
 from automoe.cost import LatencySettings, latency_inputs, measure_latency
 from automoe.data import Tokenizer
 from automoe.errors import AutomoeError, run_cli
+from automoe.files import write_text_atomic
 from automoe.pipeline import PipelineSettings, ensure_predictor, ensure_supernet
-from automoe.plot import default_reference
-from automoe.plots import load_run, plot_progress, plot_tradeoff
 from automoe.predictors import CostPredictor
 from automoe.runs import load_model_file
 from automoe.scoring import METRICS, ArchScorer, ScorerPool, ScoringSettings
 from automoe.search_costs import CostModel
+from automoe.search_results import write_results
 from automoe.search_run import Budget, SearchLoop
 from automoe.space import SearchSpace
-from automoe.strategies import available, get_strategy
+from automoe.strategies import Strategy, available, get_strategy
 from automoe.supernet.model import extract
 from automoe.supernet.supernet import SuperNet
 
 SETTINGS_FILE = "search.json"
+REFERENCE_FILE = "reference.json"
+DEFAULT_EVALUATIONS = 300
+DEFAULT_FRONT = "loss,latency_ms"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -59,24 +65,30 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--objectives",
-        default="loss",
-        help="'loss' under the constraints, or 'loss,latency_ms' for a Pareto front",
+        help="'loss' (under the constraints), or 'loss,latency_ms' for a Pareto front; default: "
+        f"loss with a --constraint, else {DEFAULT_FRONT}",
     )
     p.add_argument("--metric", choices=METRICS, default="loss", help="loss (default) or bleu")
     p.add_argument("--latency", choices=["predicted", "measured"], default="predicted")
-    p.add_argument("--evaluations", type=int, help="architectures to score (default 300)")
-    p.add_argument("--time-limit", type=float, help="minutes of scoring at most")
-    p.add_argument("--batch", type=int, default=25, help="architectures scored per round")
-    p.add_argument("--jobs", type=int, default=1, help="scoring worker processes")
-    p.add_argument("--valid-size", type=int, default=200, help="validation sentences scored")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--evaluations",
+        type=positive_int,
+        help=f"architectures to score (default {DEFAULT_EVALUATIONS}; with --resume, the run's)",
+    )
+    p.add_argument("--time-limit", type=positive_float, help="minutes of scoring at most")
+    p.add_argument("--batch", type=positive_int, default=25, help="architectures scored per round")
+    p.add_argument("--jobs", type=positive_int, default=1, help="scoring worker processes")
+    p.add_argument(
+        "--valid-size", type=positive_int, default=200, help="validation sentences scored"
+    )
+    p.add_argument("--seed", type=nonnegative_int, default=0)
     p.add_argument(
         "--option",
         action="append",
         default=[],
         help="strategy option KEY=VALUE, e.g. population=50 (repeatable)",
     )
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--threads", type=positive_int, default=2)
     p.add_argument("--no-progress", action="store_true")
     return p
 
@@ -102,22 +114,96 @@ def _objectives(text: str, metric: str) -> list[str]:
     return names
 
 
-def _settings(args: argparse.Namespace, supernet: str, predictor: str | None) -> dict[str, Any]:
+def _objectives_text(args: argparse.Namespace) -> str:
+    """--objectives as given; else the loss under the constraints; else, with no constraint,
+    the loss and latency together: the single lowest loss is then simply one of the largest
+    sub-networks, while a front answers "what is the best model for each latency budget"."""
+    if args.objectives is not None:
+        return args.objectives
+    return "loss" if args.constraint else DEFAULT_FRONT
+
+
+def _strategy_options(
+    cls: type[Strategy], options: dict[str, Any], evaluations: int
+) -> dict[str, Any]:
+    """The user's options, plus `budget` = the evaluations for a strategy that takes one
+    (evolution scales its generations to it, Nevergrad plans for it) unless the user set it."""
+    takes_budget = any("budget" in vars(k).get("defaults", {}) for k in cls.__mro__)
+    if takes_budget and "budget" not in options:
+        return {**options, "budget": evaluations}
+    return options
+
+
+def _new_settings(run: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """Settings of a new search, every argument checked before any pipeline stage runs."""
+    if (run / SETTINGS_FILE).exists() or (run / "evaluations.jsonl").exists():
+        raise AutomoeError(
+            f"{run} already holds a search; add --resume to continue it or choose another --run"
+        )
+    constraints = [Constraint.parse(c) for c in args.constraint]
+    objectives = _objectives(_objectives_text(args), args.metric)
+    evaluations = DEFAULT_EVALUATIONS if args.evaluations is None else args.evaluations
+    options = _strategy_options(get_strategy(args.strategy), _options(args.option), evaluations)
+    pipeline = PipelineSettings(
+        workdir=Path(args.workdir), data_dir=args.data_dir, threads=args.threads
+    )
+    supernet = args.supernet or str(ensure_supernet(pipeline, progress=not args.no_progress))
+    predictor = args.predictor
+    wants_latency = "latency_ms" in objectives or any(c.metric == "latency_ms" for c in constraints)
+    default_pipeline = args.supernet is None  # the whole pipeline includes its predictor
+    if predictor is None and args.latency == "predicted" and (wants_latency or default_pipeline):
+        predictor = str(ensure_predictor(pipeline, supernet, progress=not args.no_progress))
     return {
         "strategy": args.strategy,
         "seed": args.seed,
-        "options": _options(args.option),
-        "objectives": _objectives(args.objectives, args.metric),
+        "options": options,
+        "objectives": objectives,
         "metric": args.metric,
-        "constraints": [Constraint.parse(c).to_dict() for c in args.constraint],
+        "constraints": [c.to_dict() for c in constraints],
         "cost_metrics": list(COST_METRICS),
         "latency": args.latency,
         "supernet": str(Path(supernet).resolve()),
         "predictor": str(Path(predictor).resolve()) if predictor else None,
         "space": args.space,
-        "evaluations": args.evaluations or 300,
+        "evaluations": evaluations,
         "valid_size": args.valid_size,
     }
+
+
+def _resumed_settings(run: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """The run's own settings; `--evaluations` may move its budget (written once it runs)."""
+    path = run / SETTINGS_FILE
+    if not path.is_file():
+        raise AutomoeError(f"{run} holds no search to resume (no {SETTINGS_FILE})")
+    try:
+        settings = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise AutomoeError(f"{path} is not valid JSON ({err}); start a new run") from None
+    if args.evaluations is not None:
+        settings["evaluations"] = args.evaluations
+    return settings
+
+
+def _space(name: str | None, net: SuperNet) -> SearchSpace:
+    """The SuperNet's space, or a space every architecture of which the SuperNet holds."""
+    if not name:
+        return net.space
+    space = SearchSpace.load(name)
+    problem = None
+    if space.qkv_dim != net.config.qkv_dim:
+        problem = f"its qkv_dim {space.qkv_dim} is not the SuperNet's {net.config.qkv_dim}"
+    missing = set(space.routing_modes()) - {"token"} - set(net.config.routers)
+    if missing:
+        problem = f"it routes by {sorted(missing)}, which the SuperNet has no routers for"
+    try:
+        net.check_arch(space.largest())
+    except AutomoeError as err:
+        problem = problem or f"its largest {err}"
+    if problem:
+        raise AutomoeError(
+            f"--space {name}: {problem}; search a space within the SuperNet's ({net.space.name})"
+        )
+    return space
 
 
 def _costs(
@@ -132,7 +218,13 @@ def _costs(
         def measure(arch: ArchConfig) -> float:
             return measure_latency(extract(net, arch), sources, targets, protocol).latency_ms
 
-    return CostModel(net.config.qkv_dim, net.config.vocab_size, predictor, measure)
+    return CostModel(
+        net.config.qkv_dim,
+        net.config.vocab_size,
+        predictor,
+        measure,
+        num_tasks=net.config.num_tasks,
+    )
 
 
 def _references(net: SuperNet, scorer: Any, costs: CostModel) -> dict[str, Any]:
@@ -162,56 +254,24 @@ def main(argv: list[str] | None = None) -> int:
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # one line per trial drowns the bar
     torch.set_num_threads(args.threads)
     run = Path(args.run or f"runs/search-{args.strategy}-s{args.seed}")
-    settings_path = run / SETTINGS_FILE
-    if args.resume:
-        if not settings_path.is_file():
-            raise AutomoeError(f"{run} holds no search to resume (no {SETTINGS_FILE})")
-        settings = json.loads(settings_path.read_text())
-        if args.evaluations is not None:
-            settings["evaluations"] = args.evaluations
-            settings_path.write_text(json.dumps(settings, indent=2) + "\n")
-    else:
-        if (run / "evaluations.jsonl").exists():
-            raise AutomoeError(
-                f"{run} already holds a search; add --resume to continue it or choose another --run"
-            )
-        for text in args.constraint:
-            Constraint.parse(text)
-        pipeline = PipelineSettings(
-            workdir=Path(args.workdir), data_dir=args.data_dir, threads=args.threads
-        )
-        supernet = args.supernet or str(ensure_supernet(pipeline, progress=not args.no_progress))
-        predictor = args.predictor
-        wants_latency = any("latency" in c for c in args.constraint) or "latency" in args.objectives
-        default_pipeline = args.supernet is None  # the whole pipeline includes its predictor
-        if (
-            predictor is None
-            and args.latency == "predicted"
-            and (wants_latency or default_pipeline)
-        ):
-            predictor = str(ensure_predictor(pipeline, supernet, progress=not args.no_progress))
-        settings = _settings(args, supernet, predictor)
-
+    settings = _resumed_settings(run, args) if args.resume else _new_settings(run, args)
     net, tokenizer = load_model_file(settings["supernet"])
     if not isinstance(net, SuperNet):
         raise AutomoeError(f"{settings['supernet']} is an extracted model; search needs a SuperNet")
-    space = SearchSpace.load(settings["space"]) if settings["space"] else net.space
+    space = _space(settings["space"], net)
+    costs = _costs(net, tokenizer, settings, args.data_dir)
+    constraints = [Constraint(**c) for c in settings["constraints"]]
+    _check_reachable(space, costs, constraints)
     scoring = ScoringSettings(
         supernet=settings["supernet"],
         metric=settings["metric"],
         valid_size=settings["valid_size"],
         data_dir=args.data_dir,
-        threads=max(1, args.threads // max(args.jobs, 1)),
+        threads=max(1, args.threads // args.jobs),
     )
     pool = ScorerPool(scoring, args.jobs) if args.jobs > 1 else None
     local = None if pool else ArchScorer(scoring)
     scorer = pool.score if pool else (lambda archs: [local(a) for a in archs])  # type: ignore[misc]
-    costs = _costs(net, tokenizer, settings, args.data_dir)
-    constraints = [Constraint(**c) for c in settings["constraints"]]
-    _check_reachable(space, costs, constraints)
-    if not args.resume:
-        run.mkdir(parents=True, exist_ok=True)
-        settings_path.write_text(json.dumps(settings, indent=2) + "\n")
     loop = SearchLoop(
         get_strategy(settings["strategy"])(
             space,
@@ -231,17 +291,20 @@ def main(argv: list[str] | None = None) -> int:
     if constraints:
         loop.strategy.is_feasible = loop.is_feasible
     try:
-        loop.resume()
-        reference_path = run / "reference.json"
-        if not reference_path.exists():
-            reference_path.write_text(json.dumps(_references(net, scorer, costs), indent=2))
+        loop.resume()  # also checks the strategy's options
+        reference_path = run / REFERENCE_FILE
+        references = None if reference_path.exists() else _references(net, scorer, costs)
+        # Every input has now been used once: only from here on does the run folder change.
+        write_text_atomic(run / SETTINGS_FILE, json.dumps(settings, indent=2) + "\n")
+        if references is not None:
+            write_text_atomic(reference_path, json.dumps(references, indent=2) + "\n")
         started = time.perf_counter()
         loop.run(progress=not args.no_progress)
         wall = time.perf_counter() - started
     finally:
         if pool:
             pool.close()
-    _write_results(loop, run, settings, wall)
+    write_results(loop, run, settings, wall)
     return 0
 
 
@@ -255,48 +318,6 @@ def _check_reachable(space: SearchSpace, costs: CostModel, constraints: list[Con
                 f"constraint {c} cannot be met: the smallest architecture of the space already "
                 f"has {c.metric} = {value:.4g}; relax the bound or search a smaller space"
             )
-
-
-def _write_results(loop: SearchLoop, run: Path, settings: dict[str, Any], wall: float) -> None:
-    rows = loop.rows
-    measured = [c for c in COST_METRICS if any(r.get(c) is not None for r in rows)]
-    fronts = {cost: loop.front(cost) for cost in measured}
-    (run / "pareto.json").write_text(
-        json.dumps({cost: [r["arch_key"] for r in front] for cost, front in fronts.items()})
-    )
-    best = loop.best()
-    if best is not None:
-        (run / "best.yaml").write_text(yaml.safe_dump(best["arch"], sort_keys=False))
-    summary = {
-        "evaluations": len(rows),
-        "feasible": sum(1 for r in rows if r["feasible"]),
-        "best": None if best is None else {k: v for k, v in best.items() if k != "arch"},
-        "front_sizes": {cost: len(front) for cost, front in fronts.items()},
-        "wall_s": wall,
-        "ms_per_evaluation": 1000 * sum(r["eval_s"] for r in rows) / max(len(rows), 1),
-    }
-    (run / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    if settings["metric"] == "loss" and rows:
-        record = load_run(run)
-        for cost in measured:
-            plot_tradeoff([record], run / "plots", cost=cost)
-        if "latency_ms" in measured:
-            reference, _ = default_reference([record], "latency_ms")
-            plot_progress([record], run / "plots", reference, cost="latency_ms")
-    print(
-        f"{settings['strategy']}: {len(rows)} architectures scored, {summary['feasible']} feasible"
-    )
-    if best is None:
-        print("no feasible architecture found")
-        return
-    metric = settings["metric"]
-    print(f"{'best':10} {metric:>8} {'latency_ms':>10} {'flops':>10} {'params':>10}")
-    lat = best.get("latency_ms")
-    print(
-        f"{best['arch_key']:10.10} {best[metric]:8.4f} "
-        f"{'-' if lat is None else f'{lat:.2f}':>10} {best['flops']:10.3g} {best['params']:10.3g}"
-    )
-    print(f"wrote {run}/best.yaml, evaluations.csv, pareto.json, summary.json")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """The costs a search constrains or trades off: latency, FLOPs and parameters of an arch.
 
 FLOPs and parameters are analytical (uniform routing, the papers' conventions: FLOPs without
-the output projection, parameters without embeddings). Latency comes from a fitted cost
+the output projection, parameters without embeddings; task routers hold one row per task, so
+the parameters need the SuperNet's number of tasks). Latency comes from a fitted cost
 predictor, or is measured on this machine when no predictor is wanted ("gold" latency).
 """
 
@@ -26,9 +27,12 @@ class CostModel:
         vocab_size: int,
         predictor: CostPredictor | None = None,
         measure: LatencyFn | None = None,
+        *,
+        num_tasks: int,
     ) -> None:
         self.qkv_dim = qkv_dim
         self.vocab_size = vocab_size
+        self.num_tasks = num_tasks
         self.predictor = predictor
         self.measure = measure
         self._cache: dict[str, dict[str, float]] = {}
@@ -43,7 +47,9 @@ class CostModel:
             kw = {"qkv_dim": self.qkv_dim, "vocab_size": self.vocab_size}
             out = {
                 "flops": float(count_flops(arch, **kw).without_output),
-                "params": float(count_params(arch, **kw).without_embeddings),
+                "params": float(
+                    count_params(arch, **kw, num_tasks=self.num_tasks).without_embeddings
+                ),
             }
             if self.measure is not None:
                 out["latency_ms"] = float(self.measure(arch))

@@ -2,9 +2,15 @@
 
 The run folder holds everything as it happens: `evaluations.jsonl`/`.csv` (one row per scored
 architecture, appended and flushed at once), `strategy_state.json` (the strategy's own state
-after every tell), and at the end `pareto.json`/`.csv`, `best.yaml` and `summary.json`.
+after every tell), and at the end (`search_results`) `pareto.json`, `best.yaml`, `front/` and
+`summary.json`.
 A killed run resumes from these files: scored architectures are never scored again, and
 architectures the strategy was waiting on are told from the record when it has them.
+
+A search stops when its budget (evaluations or time) runs out or the strategy proposes
+nothing more; `ending` says which, and whether a strategy with a fixed schedule had finished
+it: such a strategy exposes `generations` = (generations fully scored, planned), as
+evolution does.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from tqdm import tqdm
 from automoe.arch import ArchConfig
 from automoe.constraints import Constraint
 from automoe.errors import AutomoeError
+from automoe.files import write_text_atomic
 from automoe.pareto import pareto_front
 from automoe.records import RecordLog
 from automoe.search_costs import CostModel
@@ -53,9 +60,12 @@ class Budget:
     seconds: float | None = None
 
     def left(self, done: int, elapsed: float) -> int:
-        if self.seconds is not None and elapsed >= self.seconds:
+        if self.out_of_time(elapsed):
             return 0
         return max(self.evaluations - done, 0)
+
+    def out_of_time(self, elapsed: float) -> bool:
+        return self.seconds is not None and elapsed >= self.seconds
 
 
 def evaluation_log(folder: Path) -> RecordLog:
@@ -94,6 +104,7 @@ class SearchLoop:
         self.rows: list[dict[str, Any]] = []
         self.elapsed = 0.0
         self.ask_s = 0.0
+        self.stopped: str | None = None  # "time limit", "evaluations" or "strategy"
 
     @property
     def state_path(self) -> Path:
@@ -106,7 +117,8 @@ class SearchLoop:
         return all(v <= 0 for v in self.violations(arch))
 
     def resume(self) -> None:
-        """Reload the record and the strategy; tell it what it was waiting on, if recorded."""
+        """Reload the record and the strategy (a new one checks its options); tell it what it
+        was waiting on, if recorded. Writes nothing but the repair of a torn last record."""
         self.rows = self.log.read()
         if self.rows:
             self.elapsed = float(self.rows[-1]["elapsed_s"])
@@ -118,6 +130,8 @@ class SearchLoop:
                     f"{self.state_path} is corrupt ({err}); start a new run"
                 ) from None
             self.strategy.load_state_dict(state)
+        else:
+            self.strategy.ask(0)
         known = {row["arch_key"]: row for row in self.rows}
         waiting = [a for a in self.strategy.pending if a.key() in known]
         if waiting:
@@ -130,9 +144,7 @@ class SearchLoop:
         ]
         violations = [self.violations(a) if self.constraints else None for a in archs]
         self.strategy.tell(archs, values, violations)
-        tmp = self.state_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.strategy.state_dict()))
-        tmp.replace(self.state_path)
+        write_text_atomic(self.state_path, json.dumps(self.strategy.state_dict()))
 
     def _value_keys(self) -> list[str]:
         return ["objective" if o in ("loss", "bleu") else o for o in self.objectives]
@@ -168,10 +180,13 @@ class SearchLoop:
             while True:
                 left = self.budget.left(len(self.rows), self.elapsed)
                 if left <= 0:
+                    timed_out = self.budget.out_of_time(self.elapsed)
+                    self.stopped = "time limit" if timed_out else "evaluations"
                     break
                 asked = time.perf_counter()
                 archs = self.strategy.ask(min(self.batch_size, left))
                 if not archs:
+                    self.stopped = "strategy"
                     break
                 self.ask_s = (time.perf_counter() - asked) / len(archs)
                 new = [a for a in archs if a.key() not in known]
@@ -197,8 +212,37 @@ class SearchLoop:
         feasible = [r for r in self.rows if r["feasible"]]
         return min(feasible, key=lambda r: r["objective"], default=None)
 
-    def front(self, cost: str) -> list[dict[str, Any]]:
-        """Feasible rows not dominated in (objective, cost)."""
-        rows = [r for r in self.rows if r["feasible"] and r.get(cost) is not None]
-        points = [(r["objective"], r[cost]) for r in rows]
+    def front(self, *costs: str) -> list[dict[str, Any]]:
+        """Feasible rows not dominated in (objective, *costs), in the order scored."""
+        rows = [r for r in self.rows if r["feasible"] and all(r.get(c) is not None for c in costs)]
+        points = [(r["objective"], *(r[c] for c in costs)) for r in rows]
         return [rows[i] for i in pareto_front(points)]
+
+    def ending(self) -> dict[str, Any]:
+        """Why the search stopped, and whether the strategy had finished its schedule (None
+        for a strategy without one), with one sentence saying so."""
+        generations = getattr(self.strategy, "generations", None)
+        finished: bool | None = None
+        if generations is not None:
+            done, planned = generations
+            finished = done >= planned
+        elif self.strategy.done:
+            finished = True
+        n = len(self.rows)
+        limit = (
+            "the time limit ran out"
+            if self.stopped == "time limit"
+            else f"the budget of {self.budget.evaluations} evaluations was used up"
+        )
+        if finished:
+            schedule = f" ({planned} of {planned} generations)" if generations else ""
+            text = f"the strategy finished its schedule{schedule} after {n} evaluations"
+        elif self.stopped == "strategy":
+            text = f"the strategy proposed nothing new after {n} evaluations (space exhausted)"
+        elif finished is False:
+            text = (
+                f"ended before the strategy was done: generation {done + 1} of {planned} ({limit})"
+            )
+        else:
+            text = f"stopped after {n} evaluations: {limit}"
+        return {"stopped_by": self.stopped, "strategy_finished": finished, "text": text}

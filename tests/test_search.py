@@ -90,7 +90,7 @@ def test_evolution_respects_constraint_and_writes_results(
 
 def test_resume_continues_without_rescoring(tmp_path: Path, tiny_run: Path, data_dir: Path) -> None:
     run = tmp_path / "resumed"
-    args = search_args(run, tiny_run, data_dir, *SMALL_EVOLUTION)
+    args = search_args(run, tiny_run, data_dir, *SMALL_EVOLUTION, "--objectives=loss")
     assert search_main([*args, "--evaluations=14"]) == 0
     first = rows(run)
     assert (
@@ -109,7 +109,10 @@ def test_resume_continues_without_rescoring(tmp_path: Path, tiny_run: Path, data
     straight = tmp_path / "straight"
     assert (
         search_main(
-            [*search_args(straight, tiny_run, data_dir, *SMALL_EVOLUTION), "--evaluations=30"]
+            [
+                *search_args(straight, tiny_run, data_dir, *SMALL_EVOLUTION, "--objectives=loss"),
+                "--evaluations=30",
+            ]
         )
         == 0
     )
@@ -125,7 +128,9 @@ def test_killed_search_resumes_and_loses_nothing(
         sys.executable,
         "-m",
         "automoe.search",
-        *search_args(run, tiny_run, data_dir, "--strategy=random", "--batch=2"),
+        *search_args(
+            run, tiny_run, data_dir, "--strategy=random", "--batch=2", "--objectives=loss"
+        ),
         "--evaluations=400",
     ]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -162,7 +167,7 @@ def test_parallel_workers_score_like_one_process(
     tmp_path: Path, tiny_run: Path, data_dir: Path
 ) -> None:
     one, two = tmp_path / "one", tmp_path / "two"
-    common = ["--strategy=random", "--evaluations=6", "--batch=6"]
+    common = ["--strategy=random", "--evaluations=6", "--batch=6", "--objectives=loss"]
     assert search_main([*search_args(one, tiny_run, data_dir, *common)]) == 0
     assert search_main([*search_args(two, tiny_run, data_dir, *common), "--jobs=2"]) == 0
     a, b = rows(one), rows(two)
