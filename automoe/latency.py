@@ -5,7 +5,8 @@
     merge     the per-architecture mean of several passes of one dataset
 
 With a SuperNet (`--model`/`--supernet`), models carry trained router weights and are timed
-on real sentences; without one, weights are random (routing untrained) and the output says so.
+on real sentences; without one, weights are random (routing untrained, every router of the
+space present) and the output says so.
 
 On a machine whose speed drifts (shared or virtual), `--reference smallest` times a reference
 sub-network right after every run and reports each latency at one fixed speed of that
@@ -29,7 +30,7 @@ import torch
 from tqdm import tqdm
 
 from automoe.arch import ArchConfig
-from automoe.cost.latency import LatencySettings, latency_inputs, measure_latency
+from automoe.cost.latency import LatencyInputs, LatencySettings, latency_inputs, measure_latency
 from automoe.cost.machine import machine_info
 from automoe.errors import AutomoeError, run_cli
 from automoe.experiment import DataSettings, RunData
@@ -122,15 +123,10 @@ def _reference_arch(spec: str, space: SearchSpace) -> ArchConfig:
     return arch
 
 
-def _calibrated(
-    reference: Transformer,
-    sources: list[list[int]],
-    targets: list[list[int]],
-    settings: LatencySettings,
-) -> float:
+def _calibrated(reference: Transformer, inputs: LatencyInputs, settings: LatencySettings) -> float:
     """The reference's own latency over five times the timed runs: the speed to report at."""
     longer = dataclasses.replace(settings, runs=settings.runs * 5)
-    return measure_latency(reference, sources, targets, longer).latency_ms
+    return measure_latency(reference, inputs, longer).latency_ms
 
 
 def measure(args: argparse.Namespace) -> int:
@@ -138,17 +134,17 @@ def measure(args: argparse.Namespace) -> int:
     model, tokenizer = load_model_file(args.model)
     arch = resolve_arch(args.arch, model)
     settings = _settings(args)
-    sources, targets = latency_inputs(tokenizer, args.data_dir, settings)
+    inputs = latency_inputs(tokenizer, args.data_dir, settings)
     reference = None
     if args.reference:
         if not isinstance(model, SuperNet):
             raise AutomoeError("--reference needs a SuperNet run; this is an extracted model")
         reference = extract(model, resolve_arch(args.reference, model)).to(device)
     sub = extract(model, arch) if isinstance(model, SuperNet) else model
-    raw = measure_latency(sub.to(device), sources, targets, settings, reference)
+    raw = measure_latency(sub.to(device), inputs, settings, reference)
     result, extra = raw, {}
     if reference is not None:
-        speed = args.reference_ms or _calibrated(reference, sources, targets, settings)
+        speed = args.reference_ms or _calibrated(reference, inputs, settings)
         result = raw.rescaled(speed)
         extra = {
             "raw_ms": raw.latency_ms,
@@ -247,15 +243,18 @@ def dataset(args: argparse.Namespace) -> int:
         if supernet is not None:
             return extract(supernet, arch).to(device)
         torch.manual_seed(args.seed)
-        return Transformer(ModelConfig(tokenizer.vocab_size, space.qkv_dim, arch)).to(device)
+        config = ModelConfig(
+            tokenizer.vocab_size, space.qkv_dim, arch, routers=space.routing_modes()
+        )
+        return Transformer(config).to(device)
 
-    sources, targets = latency_inputs(tokenizer, args.data_dir, settings)
+    inputs = latency_inputs(tokenizer, args.data_dir, settings)
     out = Path(args.out)
     reference = build(_reference_arch(args.reference, space)) if args.reference else None
     speed = None
     if reference is not None:
         speed = args.reference_ms or _saved_reference_ms(out)
-        speed = speed or _calibrated(reference, sources, targets, settings)
+        speed = speed or _calibrated(reference, inputs, settings)
     features = ArchFeatures.from_space(space)
     weights = "trained" if supernet is not None else "random"
     meta = {
@@ -273,7 +272,7 @@ def dataset(args: argparse.Namespace) -> int:
     archs = sample_archs(space, args.count, args.seed)
     todo = [a for a in archs if a.key() not in table.done]
     for arch in tqdm(todo, disable=args.no_progress, unit="arch", desc="latency"):
-        raw = measure_latency(build(arch), sources, targets, settings, reference)
+        raw = measure_latency(build(arch), inputs, settings, reference)
         row = dict(zip(features.columns, features.transform([arch])[0].tolist(), strict=True))
         row.update(arch_key=arch.key(), arch=arch.to_json(), weights=weights)
         row.update((raw if speed is None else raw.rescaled(speed)).to_dict())

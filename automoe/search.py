@@ -127,10 +127,10 @@ def _costs(
     measure = None
     if settings["latency"] == "measured":
         protocol = LatencySettings()
-        sources, targets = latency_inputs(tokenizer, data_dir, protocol)
+        inputs = latency_inputs(tokenizer, data_dir, protocol)
 
         def measure(arch: ArchConfig) -> float:
-            return measure_latency(extract(net, arch), sources, targets, protocol).latency_ms
+            return measure_latency(extract(net, arch), inputs, protocol).latency_ms
 
     return CostModel(net.config.qkv_dim, net.config.vocab_size, predictor, measure)
 
