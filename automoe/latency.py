@@ -30,6 +30,7 @@ import torch
 from tqdm import tqdm
 
 from automoe.arch import ArchConfig
+from automoe.argtypes import nonnegative_int, positive_float, positive_int
 from automoe.cost.latency import LatencyInputs, LatencySettings, latency_inputs, measure_latency
 from automoe.cost.machine import machine_info
 from automoe.errors import AutomoeError, run_cli
@@ -56,12 +57,12 @@ RESULT_COLUMNS = [
 
 
 def _add_protocol(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--runs", type=int, default=20, help="timed runs per architecture")
-    p.add_argument("--warmup", type=int, default=5, help="untimed runs first")
-    p.add_argument("--beam", type=int, default=5, help="decoder batch (beam) size")
-    p.add_argument("--src-len", type=int, default=30)
-    p.add_argument("--tgt-len", type=int, default=30, help="incremental decoder steps")
-    p.add_argument("--threads", type=int, default=2, help="torch CPU threads (fixed)")
+    p.add_argument("--runs", type=positive_int, default=20, help="timed runs per architecture")
+    p.add_argument("--warmup", type=nonnegative_int, default=5, help="untimed runs first")
+    p.add_argument("--beam", type=positive_int, default=5, help="decoder batch (beam) size")
+    p.add_argument("--src-len", type=positive_int, default=30)
+    p.add_argument("--tgt-len", type=positive_int, default=30, help="incremental decoder steps")
+    p.add_argument("--threads", type=positive_int, default=2, help="torch CPU threads (fixed)")
     p.add_argument(
         "--clock",
         choices=["wall", "cpu"],
@@ -76,7 +77,7 @@ def _add_protocol(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--reference-ms",
-        type=float,
+        type=positive_float,
         help="the reference's latency at the speed to report (default: measured once)",
     )
     p.add_argument("--device", default="cpu", help="cpu or cuda")
@@ -94,8 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--out", required=True, help="CSV to write (appended; a rerun resumes)")
     d.add_argument("--space", default="multi30k", help="preset name or YAML file")
     d.add_argument("--supernet", help="run folder or SuperNet file (trained routers)")
-    d.add_argument("--count", type=int, default=500)
-    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--count", type=positive_int, default=500)
+    d.add_argument("--seed", type=nonnegative_int, default=0)
     d.add_argument("--no-progress", action="store_true")
     _add_protocol(d)
     g = sub.add_parser("merge", help="mean of several passes over the same architectures")
@@ -357,8 +358,8 @@ def main(argv: list[str] | None = None) -> int:
         count = merge_passes([Path(p) for p in args.datasets], Path(args.out))
         print(f"{args.out}: mean of {len(args.datasets)} passes over {count} architectures")
         return 0
-    if args.reference_ms is not None and (not args.reference or args.reference_ms <= 0):
-        raise AutomoeError("--reference-ms needs --reference and a positive number of ms")
+    if args.reference_ms is not None and not args.reference:
+        raise AutomoeError("--reference-ms needs --reference")
     torch.set_num_threads(args.threads)
     return measure(args) if args.command == "measure" else dataset(args)
 

@@ -364,3 +364,43 @@ def test_dataset_without_a_supernet_measures_every_routing_of_the_space(
     assert len(rows) == 8 and all(row["weights"] == "random" for row in rows)
     modes = {m for row in rows for m in ArchConfig.from_json(row["arch"]).routing_modes}
     assert modes == {"token", "sentence", "task"}
+
+
+@pytest.mark.parametrize(
+    "option",
+    [
+        "--count=0",
+        "--runs=0",
+        "--warmup=-1",
+        "--beam=0",
+        "--src-len=0",
+        "--tgt-len=0",
+        "--threads=0",
+        "--seed=-1",
+        "--reference-ms=0",
+        "--reference-ms=nan",
+    ],
+)
+def test_dataset_refuses_impossible_numbers_before_writing(
+    tmp_path: Path,
+    tiny_space_file: Path,
+    data_dir: Path,
+    option: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    out = tmp_path / "lat.csv"
+    args = [
+        *_quick(out, tiny_space_file, data_dir),
+        "--count=2",
+        "--reference=smallest",
+    ]
+    with pytest.raises(SystemExit) as exit_info:
+        latency_main([*args, option])
+    assert exit_info.value.code == 2
+    assert option.split("=")[0] in capsys.readouterr().err
+    assert not out.exists() and not out.with_suffix(".csv.json").exists()
+
+
+def test_measure_refuses_impossible_numbers(tiny_run: Path) -> None:
+    with pytest.raises(SystemExit):
+        latency_main(["measure", f"--model={tiny_run}", "--runs=0"])
