@@ -404,3 +404,78 @@ def test_dataset_refuses_impossible_numbers_before_writing(
 def test_measure_refuses_impossible_numbers(tiny_run: Path) -> None:
     with pytest.raises(SystemExit):
         latency_main(["measure", f"--model={tiny_run}", "--runs=0"])
+
+
+def _left(tmp_path: Path) -> list[str]:
+    return sorted(p.name for p in tmp_path.iterdir())
+
+
+def test_a_failed_dataset_leaves_nothing_and_the_corrected_rerun_works(
+    tmp_path: Path,
+    tiny_space_file: Path,
+    tiny_run: Path,
+    data_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    out = tmp_path / "lat.csv"
+    base = _dataset_args(out, tiny_space_file, tiny_run, data_dir)
+    with pytest.raises(AutomoeError, match="cannot read architecture file"):
+        latency_main([*base, "--count=2", f"--reference={tmp_path / 'none.yaml'}"])
+    with pytest.raises(AutomoeError, match="exceeds the space"):
+        latency_main([*base, "--count=1000000000000", "--reference=smallest"])
+    with pytest.raises(AutomoeError, match=r"holds no (supernet|tokenizer)|not a run folder"):
+        latency_main([*base, f"--supernet={tmp_path}", "--count=2"])
+    assert _left(tmp_path) == []
+
+    import automoe.latency as command
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise AutomoeError("the model broke")
+
+    monkeypatch.setattr(command, "measure_latency", broken)
+    with pytest.raises(AutomoeError, match="the model broke"):
+        latency_main([*base, "--count=2", "--seed=3"])
+    assert _left(tmp_path) == []
+    monkeypatch.undo()
+    assert latency_main([*base, "--count=2"]) == 0
+    assert len(_rows(out)) == 2
+
+
+def test_a_dataset_with_a_header_only_has_not_started(
+    tmp_path: Path, tiny_space_file: Path, tiny_run: Path, data_dir: Path
+) -> None:
+    """What earlier versions left after a failed start: a header and a sidecar of other
+    settings. They hold no measurement, so a run with other settings starts afresh."""
+    out = tmp_path / "lat.csv"
+    base = _dataset_args(out, tiny_space_file, tiny_run, data_dir)
+    assert latency_main([*base, "--count=1"]) == 0
+    header = out.read_text().splitlines()[0]
+    out.write_text(header + "\r\n")
+    assert latency_main([*[a for a in base if a != "--runs=2"], "--runs=1", "--count=2"]) == 0
+    assert len(_rows(out)) == 2
+    assert json.loads(out.with_suffix(".csv.json").read_text())["protocol"]["runs"] == 1
+
+
+@pytest.mark.parametrize("ending", ["", "\r\n"])
+def test_a_torn_last_row_is_measured_again(
+    tmp_path: Path, tiny_space_file: Path, tiny_run: Path, data_dir: Path, ending: str
+) -> None:
+    """A kill during an append leaves part of a row (with or without its line end)."""
+    out = tmp_path / "lat.csv"
+    base = _dataset_args(out, tiny_space_file, tiny_run, data_dir)
+    assert latency_main([*base, "--count=3"]) == 0
+    whole = _rows(out)
+    data = out.read_bytes()
+    out.write_bytes(data[: len(data) - 40] + ending.encode())
+    assert latency_main([*base, "--count=4"]) == 0
+    rows = _rows(out)
+    assert [r["arch_key"] for r in rows[:2]] == [r["arch_key"] for r in whole[:2]]
+    assert sorted(r["arch_key"] for r in rows[2:]) == sorted(
+        [whole[2]["arch_key"], *({r["arch_key"] for r in rows} - {r["arch_key"] for r in whole})]
+    )
+    assert len(rows) == 4 and len({r["arch_key"] for r in rows}) == 4
+    for row in rows:
+        assert None not in row and None not in row.values()
+        assert float(row["raw_ms"]) > 0
+        assert ArchConfig.from_json(row["arch"]).key() == row["arch_key"]
+    assert out.read_bytes().endswith(b"\r\n")
