@@ -408,13 +408,12 @@ def merge_passes(paths: list[Path], out: Path) -> int:
         mean = {c: sum(_number(path, r, c) for path, r in same) / len(same) for c in columns}
         runs = sum(int(_number(path, r, "runs")) for path, r in same)
         merged_rows.append({**row, **mean, "runs": runs})
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with out.open("w", newline="") as f:
+    with atomic_path(out) as tmp, tmp.open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(first_rows[0]))
         writer.writeheader()
         writer.writerows(merged_rows)
     merged = {**first_meta, "passes": [str(path.resolve()) for path in paths]}
-    sidecar_path(out).write_text(json.dumps(merged, indent=2) + "\n")
+    write_text_atomic(sidecar_path(out), json.dumps(merged, indent=2) + "\n")
     return len(first_rows)
 
 

@@ -479,3 +479,28 @@ def test_a_torn_last_row_is_measured_again(
         assert float(row["raw_ms"]) > 0
         assert ArchConfig.from_json(row["arch"]).key() == row["arch_key"]
     assert out.read_bytes().endswith(b"\r\n")
+
+
+def test_merge_keeps_the_previous_output_when_writing_fails(
+    tmp_path: Path,
+    tiny_space_file: Path,
+    tiny_run: Path,
+    data_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    passes = [tmp_path / "a.csv", tmp_path / "b.csv"]
+    for out in passes:
+        args = _dataset_args(out, tiny_space_file, tiny_run, data_dir)
+        assert latency_main([*args, "--count=2"]) == 0
+    merged = tmp_path / "mean.csv"
+    assert latency_main(["merge", *map(str, passes), f"--out={merged}"]) == 0
+    before = merged.read_bytes(), merged.with_suffix(".csv.json").read_bytes()
+
+    def full_disk(self: object, rows: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(csv.DictWriter, "writerows", full_disk)
+    with pytest.raises(OSError, match="No space"):
+        latency_main(["merge", *map(str, passes), f"--out={merged}"])
+    assert (merged.read_bytes(), merged.with_suffix(".csv.json").read_bytes()) == before
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
