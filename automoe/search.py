@@ -49,7 +49,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workdir", default="runs/pipeline", help="where default stages live")
     p.add_argument("--supernet", help="trained SuperNet: run folder or file (skips training)")
     p.add_argument("--predictor", help="latency predictor file (skips the latency stages)")
-    p.add_argument("--space", help="search space to search (default: the SuperNet's)")
+    p.add_argument(
+        "--space",
+        help="search space to search (default: the SuperNet's); without --supernet, the "
+        "pipeline trains its SuperNet on it (one --workdir per space)",
+    )
     p.add_argument("--data-dir", help="folder holding multi30k/")
     p.add_argument(
         "--constraint",
@@ -178,7 +182,10 @@ def main(argv: list[str] | None = None) -> int:
         for text in args.constraint:
             Constraint.parse(text)
         pipeline = PipelineSettings(
-            workdir=Path(args.workdir), data_dir=args.data_dir, threads=args.threads
+            workdir=Path(args.workdir),
+            space=args.space or PipelineSettings.space,
+            data_dir=args.data_dir,
+            threads=args.threads,
         )
         supernet = args.supernet or str(ensure_supernet(pipeline, progress=not args.no_progress))
         predictor = args.predictor
