@@ -4,8 +4,9 @@
 
 With no other argument it runs the whole pipeline on Multi30k en-de: a short SuperNet
 training, a latency dataset measured here, a latency predictor, then the search, reusing any
-stage already in `--workdir`. `--supernet`, `--predictor`, `--space` and `--data-dir` replace
-stages. Results land in `--run` (evaluations, Pareto front, best architecture, summary).
+stage already in `--workdir`. `--space` chooses the space those stages train, measure and
+search (one `--workdir` per space); `--supernet`, `--predictor` and `--data-dir` replace stages.
+Results land in `--run` (evaluations, Pareto front, best architecture, summary).
 """
 
 from __future__ import annotations
