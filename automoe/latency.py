@@ -5,7 +5,12 @@
     merge     the per-architecture mean of several passes of one dataset
 
 With a SuperNet (`--model`/`--supernet`), models carry trained router weights and are timed
-on real sentences; without one, weights are random (routing untrained) and the output says so.
+on real sentences; without one, weights are random (routing untrained, every router of the
+space present) and the output says so.
+
+A dataset is written only once its first architecture is measured (CSV and sidecar), so a run
+that fails on its inputs leaves nothing behind; each further row is flushed to disk as it is
+measured, and a row cut short by a kill is dropped on the next run and measured again.
 
 On a machine whose speed drifts (shared or virtual), `--reference smallest` times a reference
 sub-network right after every run and reports each latency at one fixed speed of that
@@ -19,7 +24,9 @@ from __future__ import annotations
 import argparse
 import csv
 import dataclasses
+import io
 import json
+import os
 import random
 import sys
 from pathlib import Path
@@ -29,10 +36,13 @@ import torch
 from tqdm import tqdm
 
 from automoe.arch import ArchConfig
-from automoe.cost.latency import LatencySettings, latency_inputs, measure_latency
+from automoe.argtypes import nonnegative_int, positive_float, positive_int
+from automoe.cost.latency import LatencyInputs, LatencySettings, latency_inputs, measure_latency
 from automoe.cost.machine import machine_info
+from automoe.data import Tokenizer
 from automoe.errors import AutomoeError, run_cli
 from automoe.experiment import DataSettings, RunData
+from automoe.files import atomic_path, write_text_atomic
 from automoe.predictors.features import ArchFeatures
 from automoe.runs import load_model_file, pick_device, resolve_arch
 from automoe.space import SearchSpace
@@ -55,12 +65,12 @@ RESULT_COLUMNS = [
 
 
 def _add_protocol(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--runs", type=int, default=20, help="timed runs per architecture")
-    p.add_argument("--warmup", type=int, default=5, help="untimed runs first")
-    p.add_argument("--beam", type=int, default=5, help="decoder batch (beam) size")
-    p.add_argument("--src-len", type=int, default=30)
-    p.add_argument("--tgt-len", type=int, default=30, help="incremental decoder steps")
-    p.add_argument("--threads", type=int, default=2, help="torch CPU threads (fixed)")
+    p.add_argument("--runs", type=positive_int, default=20, help="timed runs per architecture")
+    p.add_argument("--warmup", type=nonnegative_int, default=5, help="untimed runs first")
+    p.add_argument("--beam", type=positive_int, default=5, help="decoder batch (beam) size")
+    p.add_argument("--src-len", type=positive_int, default=30)
+    p.add_argument("--tgt-len", type=positive_int, default=30, help="incremental decoder steps")
+    p.add_argument("--threads", type=positive_int, default=2, help="torch CPU threads (fixed)")
     p.add_argument(
         "--clock",
         choices=["wall", "cpu"],
@@ -75,7 +85,7 @@ def _add_protocol(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--reference-ms",
-        type=float,
+        type=positive_float,
         help="the reference's latency at the speed to report (default: measured once)",
     )
     p.add_argument("--device", default="cpu", help="cpu or cuda")
@@ -93,8 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--out", required=True, help="CSV to write (appended; a rerun resumes)")
     d.add_argument("--space", default="multi30k", help="preset name or YAML file")
     d.add_argument("--supernet", help="run folder or SuperNet file (trained routers)")
-    d.add_argument("--count", type=int, default=500)
-    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--count", type=positive_int, default=500)
+    d.add_argument("--seed", type=nonnegative_int, default=0)
     d.add_argument("--no-progress", action="store_true")
     _add_protocol(d)
     g = sub.add_parser("merge", help="mean of several passes over the same architectures")
@@ -122,15 +132,10 @@ def _reference_arch(spec: str, space: SearchSpace) -> ArchConfig:
     return arch
 
 
-def _calibrated(
-    reference: Transformer,
-    sources: list[list[int]],
-    targets: list[list[int]],
-    settings: LatencySettings,
-) -> float:
+def _calibrated(reference: Transformer, inputs: LatencyInputs, settings: LatencySettings) -> float:
     """The reference's own latency over five times the timed runs: the speed to report at."""
     longer = dataclasses.replace(settings, runs=settings.runs * 5)
-    return measure_latency(reference, sources, targets, longer).latency_ms
+    return measure_latency(reference, inputs, longer).latency_ms
 
 
 def measure(args: argparse.Namespace) -> int:
@@ -138,17 +143,17 @@ def measure(args: argparse.Namespace) -> int:
     model, tokenizer = load_model_file(args.model)
     arch = resolve_arch(args.arch, model)
     settings = _settings(args)
-    sources, targets = latency_inputs(tokenizer, args.data_dir, settings)
+    inputs = latency_inputs(tokenizer, args.data_dir, settings)
     reference = None
     if args.reference:
         if not isinstance(model, SuperNet):
             raise AutomoeError("--reference needs a SuperNet run; this is an extracted model")
         reference = extract(model, resolve_arch(args.reference, model)).to(device)
     sub = extract(model, arch) if isinstance(model, SuperNet) else model
-    raw = measure_latency(sub.to(device), sources, targets, settings, reference)
+    raw = measure_latency(sub.to(device), inputs, settings, reference)
     result, extra = raw, {}
     if reference is not None:
-        speed = args.reference_ms or _calibrated(reference, sources, targets, settings)
+        speed = args.reference_ms or _calibrated(reference, inputs, settings)
         result = raw.rescaled(speed)
         extra = {
             "raw_ms": raw.latency_ms,
@@ -168,38 +173,99 @@ def measure(args: argparse.Namespace) -> int:
     return 0
 
 
-class LatencyDataset:
-    """A CSV of measured architectures with a JSON sidecar fixing how they were measured."""
+@dataclasses.dataclass(frozen=True)
+class CsvContent:
+    """A dataset CSV's header and whole rows, and how many of its bytes hold them."""
 
-    def __init__(self, path: Path, columns: list[str], meta: dict[str, Any]) -> None:
+    header: list[str]
+    rows: list[list[str]]
+    whole_bytes: int
+    size: int
+
+    @property
+    def torn(self) -> bool:
+        return self.whole_bytes < self.size
+
+
+def read_csv(path: Path) -> CsvContent:
+    """The rows of a dataset CSV, without a last row cut short by a kill during its append.
+
+    Such a row lacks its line end or some of its cells; cells never hold line breaks, so
+    every whole row is one line. A damaged row before the last is not a kill's trace: refused.
+    """
+    data = path.read_bytes()
+    whole = data.rfind(b"\n") + 1
+    lines = list(csv.reader(io.StringIO(data[:whole].decode(), newline="")))
+    header = lines[0] if lines else []
+    rows = lines[1:]
+    if rows and len(rows[-1]) != len(header):
+        rows.pop()
+        whole = data.rfind(b"\n", 0, whole - 1) + 1
+    for number, row in enumerate(rows, start=2):
+        if len(row) != len(header):
+            raise AutomoeError(
+                f"{path}: line {number} has {len(row)} cells, not {len(header)}; the file is "
+                "damaged: restore it, or delete the line to measure that architecture again"
+            )
+    return CsvContent(header, rows, whole, len(data))
+
+
+def _csv_lines(*rows: list[Any]) -> bytes:
+    text = io.StringIO(newline="")
+    csv.writer(text).writerows(rows)
+    return text.getvalue().encode()
+
+
+class LatencyDataset:
+    """A CSV of measured architectures with a JSON sidecar fixing how they were measured.
+
+    A dataset has started once it holds a whole row; until then nothing of it counts (an
+    earlier version's header without rows, a sidecar without its CSV) and nothing is written.
+    """
+
+    def __init__(self, path: Path, columns: list[str]) -> None:
         self.path = path
         self.columns = columns
         self.meta_path = sidecar_path(path)
-        if path.exists():
-            with path.open(newline="") as f:
-                reader = csv.DictReader(f)
-                if reader.fieldnames != columns:
-                    raise AutomoeError(
-                        f"{path} has other columns than this dataset; choose another --out"
-                    )
-                self.done = {row["arch_key"] for row in reader}
-            saved = json.loads(self.meta_path.read_text()) if self.meta_path.exists() else {}
-            differs = sorted(k for k in meta if k != "machine" and saved.get(k) != meta[k])
+        self.content = read_csv(path) if path.exists() else None
+        self.done: set[str] = set()
+        self.saved: dict[str, Any] | None = None  # the sidecar, once the dataset has started
+        self.meta: dict[str, Any] = {}  # how this run measures: set by `resume`
+        if self.content is None or not self.content.rows:
+            return
+        if self.content.header != columns:
+            raise AutomoeError(f"{path} has other columns than this dataset; choose another --out")
+        key = columns.index("arch_key")
+        self.done = {row[key] for row in self.content.rows}
+        self.saved = json.loads(self.meta_path.read_text()) if self.meta_path.exists() else {}
+
+    def resume(self, meta: dict[str, Any]) -> None:
+        """Refuse settings other than the saved ones; drop a torn last row to measure it again."""
+        if self.saved is not None:
+            differs = sorted(k for k in meta if k != "machine" and self.saved.get(k) != meta[k])
             if differs:
                 raise AutomoeError(
-                    f"{path} was measured with other settings ({', '.join(differs)}); "
+                    f"{self.path} was measured with other settings ({', '.join(differs)}); "
                     "rerun with the same options or choose another --out"
                 )
-        else:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with path.open("w", newline="") as f:
-                csv.writer(f).writerow(columns)
-            self.meta_path.write_text(json.dumps(meta, indent=2) + "\n")
-            self.done = set()
+            if self.content is not None and self.content.torn:
+                with atomic_path(self.path) as tmp:
+                    tmp.write_bytes(self.path.read_bytes()[: self.content.whole_bytes])
+        self.meta = meta
 
     def append(self, row: dict[str, Any]) -> None:
-        with self.path.open("a", newline="") as f:
-            csv.DictWriter(f, fieldnames=self.columns).writerow(row)
+        """Write one row to disk; the first creates the sidecar and the CSV with its header."""
+        line = _csv_lines([row[c] for c in self.columns])
+        if self.saved is None:
+            write_text_atomic(self.meta_path, json.dumps(self.meta, indent=2) + "\n")
+            with atomic_path(self.path) as tmp:
+                tmp.write_bytes(_csv_lines(self.columns) + line)
+            self.saved = self.meta
+        else:
+            with self.path.open("ab") as f:
+                f.write(line)
+                f.flush()
+                os.fsync(f.fileno())
         self.done.add(row["arch_key"])
 
 
@@ -220,60 +286,60 @@ def sidecar_path(csv_path: Path) -> Path:
     return csv_path.with_suffix(csv_path.suffix + ".json")
 
 
-def _saved_reference_ms(out: Path) -> float | None:
-    """The reference speed an existing dataset was reported at, so a resume keeps it."""
-    sidecar = sidecar_path(out)
-    if not sidecar.exists():
-        return None
-    saved = json.loads(sidecar.read_text()).get("reference") or {}
-    return saved.get("ms")
+def _supernet_space_tokenizer(
+    args: argparse.Namespace,
+) -> tuple[SuperNet | None, SearchSpace, Tokenizer]:
+    """The SuperNet (if any), the space to sample and the tokenizer of a `dataset` run."""
+    if not args.supernet:
+        return None, SearchSpace.load(args.space), RunData(DataSettings(), args.data_dir).tokenizer
+    model, tokenizer = load_model_file(args.supernet)
+    if not isinstance(model, SuperNet):
+        raise AutomoeError(f"--supernet {args.supernet} is an extracted model, not a SuperNet")
+    space = model.space if args.space == "multi30k" else SearchSpace.load(args.space)
+    return model, space, tokenizer
 
 
 def dataset(args: argparse.Namespace) -> int:
     device = pick_device(args.device)
     settings = _settings(args)
-    supernet: SuperNet | None = None
-    if args.supernet:
-        model, tokenizer = load_model_file(args.supernet)
-        if not isinstance(model, SuperNet):
-            raise AutomoeError(f"--supernet {args.supernet} is an extracted model, not a SuperNet")
-        supernet = model
-        space = supernet.space if args.space == "multi30k" else SearchSpace.load(args.space)
-    else:
-        space = SearchSpace.load(args.space)
-        tokenizer = RunData(DataSettings(), args.data_dir).tokenizer
+    supernet, space, tokenizer = _supernet_space_tokenizer(args)
+    archs = sample_archs(space, args.count, args.seed)
+    reference_arch = _reference_arch(args.reference, space) if args.reference else None
+    inputs = latency_inputs(tokenizer, args.data_dir, settings)
 
     def build(arch: ArchConfig) -> Transformer:
         if supernet is not None:
             return extract(supernet, arch).to(device)
         torch.manual_seed(args.seed)
-        return Transformer(ModelConfig(tokenizer.vocab_size, space.qkv_dim, arch)).to(device)
+        config = ModelConfig(
+            tokenizer.vocab_size, space.qkv_dim, arch, routers=space.routing_modes()
+        )
+        return Transformer(config).to(device)
 
-    sources, targets = latency_inputs(tokenizer, args.data_dir, settings)
-    out = Path(args.out)
-    reference = build(_reference_arch(args.reference, space)) if args.reference else None
+    features = ArchFeatures.from_space(space)
+    table = LatencyDataset(Path(args.out), [*features.columns, *RESULT_COLUMNS])
+    reference = build(reference_arch) if reference_arch is not None else None
     speed = None
     if reference is not None:
-        speed = args.reference_ms or _saved_reference_ms(out)
-        speed = speed or _calibrated(reference, sources, targets, settings)
-    features = ArchFeatures.from_space(space)
+        saved = (table.saved or {}).get("reference") or {}
+        speed = args.reference_ms or saved.get("ms") or _calibrated(reference, inputs, settings)
     weights = "trained" if supernet is not None else "random"
-    meta = {
-        "space": space.to_dict(),
-        "supernet": str(Path(args.supernet).resolve()) if args.supernet else None,
-        "weights": weights,
-        "protocol": {**settings.to_dict(), "threads": args.threads},
-        "reference": None
-        if reference is None
-        else {"arch": reference.default_arch.to_dict(), "ms": speed},
-        "seed": args.seed,
-        "machine": machine_info(device),
-    }
-    table = LatencyDataset(out, [*features.columns, *RESULT_COLUMNS], meta)
-    archs = sample_archs(space, args.count, args.seed)
+    table.resume(
+        {
+            "space": space.to_dict(),
+            "supernet": str(Path(args.supernet).resolve()) if args.supernet else None,
+            "weights": weights,
+            "protocol": {**settings.to_dict(), "threads": args.threads},
+            "reference": None
+            if reference is None
+            else {"arch": reference.default_arch.to_dict(), "ms": speed},
+            "seed": args.seed,
+            "machine": machine_info(device),
+        }
+    )
     todo = [a for a in archs if a.key() not in table.done]
     for arch in tqdm(todo, disable=args.no_progress, unit="arch", desc="latency"):
-        raw = measure_latency(build(arch), sources, targets, settings, reference)
+        raw = measure_latency(build(arch), inputs, settings, reference)
         row = dict(zip(features.columns, features.transform([arch])[0].tolist(), strict=True))
         row.update(arch_key=arch.key(), arch=arch.to_json(), weights=weights)
         row.update((raw if speed is None else raw.rescaled(speed)).to_dict())
@@ -290,8 +356,8 @@ def _read_pass(path: Path) -> tuple[list[dict[str, str]], dict[str, Any]]:
     sidecar = sidecar_path(path)
     if not path.exists() or not sidecar.exists():
         raise AutomoeError(f"{path}: not a latency dataset (needs the CSV and {sidecar.name})")
-    with path.open(newline="") as f:
-        rows = list(csv.DictReader(f))
+    content = read_csv(path)
+    rows = [dict(zip(content.header, row, strict=True)) for row in content.rows]
     missing = [c for c in RESULT_COLUMNS if c not in (rows[0] if rows else {})]
     if missing:
         raise AutomoeError(
@@ -342,13 +408,12 @@ def merge_passes(paths: list[Path], out: Path) -> int:
         mean = {c: sum(_number(path, r, c) for path, r in same) / len(same) for c in columns}
         runs = sum(int(_number(path, r, "runs")) for path, r in same)
         merged_rows.append({**row, **mean, "runs": runs})
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with out.open("w", newline="") as f:
+    with atomic_path(out) as tmp, tmp.open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(first_rows[0]))
         writer.writeheader()
         writer.writerows(merged_rows)
     merged = {**first_meta, "passes": [str(path.resolve()) for path in paths]}
-    sidecar_path(out).write_text(json.dumps(merged, indent=2) + "\n")
+    write_text_atomic(sidecar_path(out), json.dumps(merged, indent=2) + "\n")
     return len(first_rows)
 
 
@@ -358,8 +423,8 @@ def main(argv: list[str] | None = None) -> int:
         count = merge_passes([Path(p) for p in args.datasets], Path(args.out))
         print(f"{args.out}: mean of {len(args.datasets)} passes over {count} architectures")
         return 0
-    if args.reference_ms is not None and (not args.reference or args.reference_ms <= 0):
-        raise AutomoeError("--reference-ms needs --reference and a positive number of ms")
+    if args.reference_ms is not None and not args.reference:
+        raise AutomoeError("--reference-ms needs --reference")
     torch.set_num_threads(args.threads)
     return measure(args) if args.command == "measure" else dataset(args)
 

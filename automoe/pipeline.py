@@ -1,9 +1,10 @@
 """The default stages a search needs, built once in a work folder and reused afterwards.
 
-`supernet/` is a short SuperNet training on Multi30k en-de, `latency.csv` a latency dataset
-measured here from that SuperNet, `latency.predictor` a cost predictor fitted on it. Each
-stage is skipped when its output exists and resumed when it was interrupted, so the whole
-pipeline costs about a quarter of an hour once on 2 cores and nothing afterwards.
+`supernet/` is a short SuperNet training of a search space on Multi30k en-de, `latency.csv` a
+latency dataset measured here from that SuperNet, `latency.predictor` a cost predictor fitted
+on it. Each stage is skipped when its output exists and resumed when it was interrupted, so
+the whole pipeline costs about a quarter of an hour once on 2 cores and nothing afterwards.
+A work folder holds the stages of one space; another space needs another folder.
 """
 
 from __future__ import annotations
@@ -11,9 +12,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from automoe.errors import AutomoeError
 from automoe.latency import main as latency_main
 from automoe.predictors import CostPredictor
-from automoe.runs import CHECKPOINT_FILE, SUPERNET_FILE
+from automoe.runs import CHECKPOINT_FILE, RUN_FILE, SUPERNET_FILE, read_run_file
+from automoe.space import SearchSpace
 from automoe.train import main as train_main
 
 
@@ -22,6 +25,7 @@ class PipelineSettings:
     """Sizes of the default stages: about 17 minutes in all on 2 idle CPU cores."""
 
     workdir: Path = Path("runs/pipeline")
+    space: str = "multi30k"
     data_dir: str | None = None
     train_steps: int = 400
     latency_archs: int = 120
@@ -41,8 +45,23 @@ class PipelineSettings:
         return self.workdir / "latency.predictor"
 
 
+def _check_space(settings: PipelineSettings) -> None:
+    """Refuse a work folder whose SuperNet was trained on another space than asked for."""
+    run = settings.supernet_dir
+    if not (run / RUN_FILE).is_file():
+        return
+    trained = read_run_file(run)["space"]
+    if trained != SearchSpace.load(settings.space).to_dict():
+        raise AutomoeError(
+            f"{settings.workdir} holds the stages of space {trained['name']!r}, not of "
+            f"{settings.space}; choose another --workdir for this space"
+        )
+
+
 def ensure_supernet(settings: PipelineSettings, progress: bool = True) -> Path:
-    """A trained SuperNet run folder, training (or resuming) it when needed."""
+    """A SuperNet run folder trained on the settings' space, training (or resuming) it when
+    needed."""
+    _check_space(settings)
     run = settings.supernet_dir
     if (run / SUPERNET_FILE).is_file():
         return run
@@ -58,6 +77,7 @@ def ensure_supernet(settings: PipelineSettings, progress: bool = True) -> Path:
         train_main(
             [
                 *flags,
+                f"--space={settings.space}",
                 f"--max-steps={settings.train_steps}",
                 "--warmup-steps=100",
                 "--validate-every=200",

@@ -4,8 +4,9 @@
 
 With no other argument it runs the whole pipeline on Multi30k en-de: a short SuperNet
 training, a latency dataset measured here, a latency predictor, then the search, reusing any
-stage already in `--workdir`. `--supernet`, `--predictor`, `--space` and `--data-dir` replace
-stages. Results land in `--run` (evaluations, Pareto front, best architecture, summary).
+stage already in `--workdir`. `--space` chooses the space those stages train, measure and
+search (one `--workdir` per space); `--supernet`, `--predictor` and `--data-dir` replace stages.
+Results land in `--run` (evaluations, Pareto front, best architecture, summary).
 Without `--objectives` or `--constraint` the search answers "what is the best model for each
 latency budget" (loss and latency together); with a constraint, "the best model under it".
 """
@@ -55,7 +56,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workdir", default="runs/pipeline", help="where default stages live")
     p.add_argument("--supernet", help="trained SuperNet: run folder or file (skips training)")
     p.add_argument("--predictor", help="latency predictor file (skips the latency stages)")
-    p.add_argument("--space", help="search space to search (default: the SuperNet's)")
+    p.add_argument(
+        "--space",
+        help="search space to search (default: the SuperNet's); without --supernet, the "
+        "pipeline trains its SuperNet on it (one --workdir per space)",
+    )
     p.add_argument("--data-dir", help="folder holding multi30k/")
     p.add_argument(
         "--constraint",
@@ -145,7 +150,10 @@ def _new_settings(run: Path, args: argparse.Namespace) -> dict[str, Any]:
     evaluations = DEFAULT_EVALUATIONS if args.evaluations is None else args.evaluations
     options = _strategy_options(get_strategy(args.strategy), _options(args.option), evaluations)
     pipeline = PipelineSettings(
-        workdir=Path(args.workdir), data_dir=args.data_dir, threads=args.threads
+        workdir=Path(args.workdir),
+        space=args.space or PipelineSettings.space,
+        data_dir=args.data_dir,
+        threads=args.threads,
     )
     supernet = args.supernet or str(ensure_supernet(pipeline, progress=not args.no_progress))
     predictor = args.predictor
@@ -213,10 +221,10 @@ def _costs(
     measure = None
     if settings["latency"] == "measured":
         protocol = LatencySettings()
-        sources, targets = latency_inputs(tokenizer, data_dir, protocol)
+        inputs = latency_inputs(tokenizer, data_dir, protocol)
 
         def measure(arch: ArchConfig) -> float:
-            return measure_latency(extract(net, arch), sources, targets, protocol).latency_ms
+            return measure_latency(extract(net, arch), inputs, protocol).latency_ms
 
     return CostModel(
         net.config.qkv_dim,

@@ -62,6 +62,17 @@ def tiny_space_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def routed_space_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny space whose MoE layers may route by token, source sentence or task."""
+    routed = TINY_SPACE.replace("name: tiny", "name: tiny-routed").replace(
+        "  top_k: [1]\n", "  top_k: [1]\n  routing: [token, sentence, task]\n"
+    )
+    path = tmp_path_factory.mktemp("space") / "tiny-routed.yaml"
+    path.write_text(routed)
+    return path
+
+
+@pytest.fixture(scope="session")
 def train_tiny(data_dir: Path) -> Callable[..., Path]:
     """Train a tiny SuperNet in seconds: `train_tiny(run, space, **flags)`; flags override."""
     from automoe.train import main as train_main

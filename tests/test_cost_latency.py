@@ -13,6 +13,7 @@ from torch import nn
 
 from automoe.arch import ArchConfig
 from automoe.cost.latency import (
+    LatencyInputs,
     LatencySettings,
     measure_latency,
     reference_inputs,
@@ -20,7 +21,9 @@ from automoe.cost.latency import (
 )
 from automoe.errors import AutomoeError
 from automoe.latency import main as latency_main
-from automoe.supernet.model import EncoderOutput, ModelConfig, Transformer
+from automoe.space import SearchSpace
+from automoe.supernet.model import EncoderOutput, ModelConfig, Transformer, extract
+from automoe.supernet.supernet import SuperNet
 
 ARCH = ArchConfig(16, 16, [[32, 16], [32]], [2, 2], [1, 1], [[32, 16]], [2], [2], [2], [1])
 
@@ -70,7 +73,7 @@ def test_protocol_runs_encoder_once_and_incremental_decoder_per_step() -> None:
     settings = LatencySettings(src_len=6, tgt_len=4, beam=5, warmup=2, runs=3)
     sources = [[4, 5, 6, 7, 8, 9, 10], [11, 12, 13, 14, 15, 16, 17]]
     targets = [[20, 21, 22, 23, 24], [25, 26, 27, 28, 29]]
-    result = measure_latency(model, sources, targets, settings)
+    result = measure_latency(model, LatencyInputs(sources, targets), settings)
     assert calls["encode"] == 5
     assert calls["decode"] == 5 * 4 and calls["tokens"] == 5 * 4
     assert model.training, "the model's mode is restored"
@@ -85,9 +88,52 @@ def test_bad_settings_are_refused() -> None:
         LatencySettings(runs=0)
     with pytest.raises(AutomoeError):
         LatencySettings(trim=0.5)
-    model, _ = _counting_model()
     with pytest.raises(AutomoeError, match="as many target"):
-        measure_latency(model, [[4, 5]], [], LatencySettings(src_len=2, tgt_len=2))
+        LatencyInputs([[4, 5]], [])
+
+
+def _record_task_ids(model: Transformer) -> list[list[int]]:
+    """The task ids of every encoder and decoder call of `model`, in call order."""
+    seen: list[list[int]] = []
+    encode, decode = model.encode, model.decode
+
+    def spied_encode(*args, task_ids=None, **kwargs):
+        seen.append(task_ids.tolist())
+        return encode(*args, task_ids=task_ids, **kwargs)
+
+    def spied_decode(*args, task_ids=None, **kwargs):
+        seen.append(task_ids.tolist())
+        return decode(*args, task_ids=task_ids, **kwargs)
+
+    model.encode, model.decode = spied_encode, spied_decode  # type: ignore[method-assign]
+    return seen
+
+
+def test_routed_archs_are_timed_with_the_task_id_of_the_inputs_pair(
+    routed_space_file: Path,
+) -> None:
+    """The model's own id of the text's pair reaches every router, each beam row included."""
+    torch.manual_seed(0)
+    space = SearchSpace.load(routed_space_file)
+    net = SuperNet.build(space, 60, num_tasks=3, task_names=("de-en", "en-de", "en-fr"))
+    largest = space.largest()
+    inputs = LatencyInputs([[4, 5, 6, 7, 8, 9]], [[20, 21, 22, 23]])
+    settings = LatencySettings(src_len=6, tgt_len=4, beam=3, warmup=0, runs=2)
+    for mode in ("token", "sentence", "task"):
+        arch = ArchConfig.from_dict(
+            {
+                **largest.to_dict(),
+                "encoder_routing": [mode] * largest.encoder_layers,
+                "decoder_routing": [mode] * largest.decoder_layers,
+            }
+        )
+        assert arch.routing_modes == (mode,)
+        model = extract(net, arch)
+        seen = _record_task_ids(model)
+        assert measure_latency(model, inputs, settings).latency_ms > 0
+        assert seen == [[1], *[[1, 1, 1]] * 4] * 2
+    with pytest.raises(AutomoeError, match="not trained on 'en-cs'"):
+        measure_latency(model, LatencyInputs(inputs.sources, inputs.targets, "en-cs"), settings)
 
 
 def _rows(path: Path) -> list[dict[str, str]]:
@@ -154,12 +200,11 @@ def test_cpu_clock_does_not_charge_time_the_process_was_not_running() -> None:
         return encode(*args, **kwargs)
 
     model.encode = idle_encode  # type: ignore[method-assign]
-    sources, targets = [[4, 5, 6, 7, 8, 9]], [[20, 21, 22, 23]]
+    inputs = LatencyInputs([[4, 5, 6, 7, 8, 9]], [[20, 21, 22, 23]])
     timed = {
         clock: measure_latency(
             model,
-            sources,
-            targets,
+            inputs,
             LatencySettings(src_len=6, tgt_len=4, warmup=1, runs=3, clock=clock),
         )
         for clock in ("wall", "cpu")
@@ -173,12 +218,14 @@ def test_cpu_clock_does_not_charge_time_the_process_was_not_running() -> None:
 class _IdleModel(nn.Module):
     """A model that only idles, `seconds[key]` per encoder call: a machine's speed in a box."""
 
+    config = ModelConfig(50, 4, ARCH)
+
     def __init__(self, seconds: dict[str, float], key: str) -> None:
         super().__init__()
         self.embed = nn.Embedding(50, 4)
         self.seconds, self.key = seconds, key
 
-    def encode(self, src: torch.Tensor, padding: torch.Tensor) -> EncoderOutput:
+    def encode(self, src: torch.Tensor, padding: torch.Tensor, **kwargs: object) -> EncoderOutput:
         time.sleep(self.seconds[self.key])
         return EncoderOutput([torch.zeros(1, src.shape[1], 4)], padding)
 
@@ -192,13 +239,13 @@ class _IdleModel(nn.Module):
 def test_a_reference_timed_beside_the_model_cancels_the_machines_speed() -> None:
     """The same model on a machine three times slower: raw latency triples, the latency
     rescaled to the reference's fixed speed does not move."""
-    sources, targets = [[4, 5, 6, 7, 8, 9]], [[20, 21, 22, 23]]
+    inputs = LatencyInputs([[4, 5, 6, 7, 8, 9]], [[20, 21, 22, 23]])
     settings = LatencySettings(src_len=6, tgt_len=4, warmup=1, runs=4)
     raw, rescaled = {}, {}
     for slowdown in (1, 3):
         idle = {"model": 0.02 * slowdown, "reference": 0.01 * slowdown}
         model, reference = _IdleModel(idle, "model"), _IdleModel(idle, "reference")
-        result = measure_latency(model, sources, targets, settings, reference)  # type: ignore[arg-type]
+        result = measure_latency(model, inputs, settings, reference)  # type: ignore[arg-type]
         assert result.reference_ms is not None and result.reference_ms >= 10.0 * slowdown
         raw[slowdown] = result.latency_ms
         rescaled[slowdown] = result.rescaled(10.0)
@@ -213,12 +260,13 @@ def test_a_reference_timed_beside_the_model_cancels_the_machines_speed() -> None
 def test_only_a_paired_latency_rescales() -> None:
     model, _ = _counting_model()
     settings = LatencySettings(src_len=6, tgt_len=4, warmup=0, runs=2)
-    alone = measure_latency(model, [[4, 5, 6, 7, 8, 9]], [[20, 21, 22, 23]], settings)
+    inputs = LatencyInputs([[4, 5, 6, 7, 8, 9]], [[20, 21, 22, 23]])
+    alone = measure_latency(model, inputs, settings)
     assert alone.reference_ms is None
     with pytest.raises(AutomoeError, match="against a reference"):
         alone.rescaled(10.0)
     reference, calls = _counting_model()
-    paired = measure_latency(model, [[4, 5, 6, 7, 8, 9]], [[20, 21, 22, 23]], settings, reference)
+    paired = measure_latency(model, inputs, settings, reference)
     assert calls["encode"] == 2 and calls["decode"] == 2 * 4, "one reference run per run"
     with pytest.raises(AutomoeError, match="positive"):
         paired.rescaled(0.0)
@@ -291,3 +339,168 @@ def test_merge_averages_passes_of_one_dataset_and_refuses_others(
         latency_main(["merge", str(passes[0]), f"--out={merged}"])
     with pytest.raises(AutomoeError, match="not a latency dataset"):
         latency_main(["merge", str(passes[0]), str(tmp_path / "none.csv"), f"--out={merged}"])
+
+
+def _quick(out: Path, space: Path, data_dir: Path) -> list[str]:
+    """A quick `dataset` command line on random weights (no SuperNet)."""
+    return [
+        "dataset",
+        f"--out={out}",
+        f"--space={space}",
+        f"--data-dir={data_dir}",
+        "--runs=1",
+        "--warmup=0",
+        "--threads=1",
+        "--no-progress",
+    ]
+
+
+def test_dataset_without_a_supernet_measures_every_routing_of_the_space(
+    tmp_path: Path, routed_space_file: Path, data_dir: Path
+) -> None:
+    out = tmp_path / "lat.csv"
+    assert latency_main([*_quick(out, routed_space_file, data_dir), "--count=8"]) == 0
+    rows = _rows(out)
+    assert len(rows) == 8 and all(row["weights"] == "random" for row in rows)
+    modes = {m for row in rows for m in ArchConfig.from_json(row["arch"]).routing_modes}
+    assert modes == {"token", "sentence", "task"}
+
+
+@pytest.mark.parametrize(
+    "option",
+    [
+        "--count=0",
+        "--runs=0",
+        "--warmup=-1",
+        "--beam=0",
+        "--src-len=0",
+        "--tgt-len=0",
+        "--threads=0",
+        "--seed=-1",
+        "--reference-ms=0",
+        "--reference-ms=nan",
+    ],
+)
+def test_dataset_refuses_impossible_numbers_before_writing(
+    tmp_path: Path,
+    tiny_space_file: Path,
+    data_dir: Path,
+    option: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    out = tmp_path / "lat.csv"
+    args = [
+        *_quick(out, tiny_space_file, data_dir),
+        "--count=2",
+        "--reference=smallest",
+    ]
+    with pytest.raises(SystemExit) as exit_info:
+        latency_main([*args, option])
+    assert exit_info.value.code == 2
+    assert option.split("=")[0] in capsys.readouterr().err
+    assert not out.exists() and not out.with_suffix(".csv.json").exists()
+
+
+def test_measure_refuses_impossible_numbers(tiny_run: Path) -> None:
+    with pytest.raises(SystemExit):
+        latency_main(["measure", f"--model={tiny_run}", "--runs=0"])
+
+
+def _left(tmp_path: Path) -> list[str]:
+    return sorted(p.name for p in tmp_path.iterdir())
+
+
+def test_a_failed_dataset_leaves_nothing_and_the_corrected_rerun_works(
+    tmp_path: Path,
+    tiny_space_file: Path,
+    tiny_run: Path,
+    data_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    out = tmp_path / "lat.csv"
+    base = _dataset_args(out, tiny_space_file, tiny_run, data_dir)
+    with pytest.raises(AutomoeError, match="cannot read architecture file"):
+        latency_main([*base, "--count=2", f"--reference={tmp_path / 'none.yaml'}"])
+    with pytest.raises(AutomoeError, match="exceeds the space"):
+        latency_main([*base, "--count=1000000000000", "--reference=smallest"])
+    with pytest.raises(AutomoeError, match=r"holds no (supernet|tokenizer)|not a run folder"):
+        latency_main([*base, f"--supernet={tmp_path}", "--count=2"])
+    assert _left(tmp_path) == []
+
+    import automoe.latency as command
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise AutomoeError("the model broke")
+
+    monkeypatch.setattr(command, "measure_latency", broken)
+    with pytest.raises(AutomoeError, match="the model broke"):
+        latency_main([*base, "--count=2", "--seed=3"])
+    assert _left(tmp_path) == []
+    monkeypatch.undo()
+    assert latency_main([*base, "--count=2"]) == 0
+    assert len(_rows(out)) == 2
+
+
+def test_a_dataset_with_a_header_only_has_not_started(
+    tmp_path: Path, tiny_space_file: Path, tiny_run: Path, data_dir: Path
+) -> None:
+    """What earlier versions left after a failed start: a header and a sidecar of other
+    settings. They hold no measurement, so a run with other settings starts afresh."""
+    out = tmp_path / "lat.csv"
+    base = _dataset_args(out, tiny_space_file, tiny_run, data_dir)
+    assert latency_main([*base, "--count=1"]) == 0
+    header = out.read_text().splitlines()[0]
+    out.write_text(header + "\r\n")
+    assert latency_main([*[a for a in base if a != "--runs=2"], "--runs=1", "--count=2"]) == 0
+    assert len(_rows(out)) == 2
+    assert json.loads(out.with_suffix(".csv.json").read_text())["protocol"]["runs"] == 1
+
+
+@pytest.mark.parametrize("ending", ["", "\r\n"])
+def test_a_torn_last_row_is_measured_again(
+    tmp_path: Path, tiny_space_file: Path, tiny_run: Path, data_dir: Path, ending: str
+) -> None:
+    """A kill during an append leaves part of a row (with or without its line end)."""
+    out = tmp_path / "lat.csv"
+    base = _dataset_args(out, tiny_space_file, tiny_run, data_dir)
+    assert latency_main([*base, "--count=3"]) == 0
+    whole = _rows(out)
+    data = out.read_bytes()
+    out.write_bytes(data[: len(data) - 40] + ending.encode())
+    assert latency_main([*base, "--count=4"]) == 0
+    rows = _rows(out)
+    assert [r["arch_key"] for r in rows[:2]] == [r["arch_key"] for r in whole[:2]]
+    assert sorted(r["arch_key"] for r in rows[2:]) == sorted(
+        [whole[2]["arch_key"], *({r["arch_key"] for r in rows} - {r["arch_key"] for r in whole})]
+    )
+    assert len(rows) == 4 and len({r["arch_key"] for r in rows}) == 4
+    for row in rows:
+        assert None not in row and None not in row.values()
+        assert float(row["raw_ms"]) > 0
+        assert ArchConfig.from_json(row["arch"]).key() == row["arch_key"]
+    assert out.read_bytes().endswith(b"\r\n")
+
+
+def test_merge_keeps_the_previous_output_when_writing_fails(
+    tmp_path: Path,
+    tiny_space_file: Path,
+    tiny_run: Path,
+    data_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    passes = [tmp_path / "a.csv", tmp_path / "b.csv"]
+    for out in passes:
+        args = _dataset_args(out, tiny_space_file, tiny_run, data_dir)
+        assert latency_main([*args, "--count=2"]) == 0
+    merged = tmp_path / "mean.csv"
+    assert latency_main(["merge", *map(str, passes), f"--out={merged}"]) == 0
+    before = merged.read_bytes(), merged.with_suffix(".csv.json").read_bytes()
+
+    def full_disk(self: object, rows: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(csv.DictWriter, "writerows", full_disk)
+    with pytest.raises(OSError, match="No space"):
+        latency_main(["merge", *map(str, passes), f"--out={merged}"])
+    assert (merged.read_bytes(), merged.with_suffix(".csv.json").read_bytes()) == before
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []

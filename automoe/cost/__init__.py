@@ -10,6 +10,7 @@ from automoe.cost.flops import (
     routing_fractions,
 )
 from automoe.cost.latency import (
+    LatencyInputs,
     LatencyResult,
     LatencySettings,
     latency_inputs,
@@ -23,6 +24,7 @@ __all__ = [
     "ExpertFractions",
     "ExpertFractionsError",
     "FlopsReport",
+    "LatencyInputs",
     "LatencyResult",
     "LatencySettings",
     "ParamsReport",

@@ -4,7 +4,9 @@ Default protocol (AutoMoE/HAT): batch 1, a 30-token source; the encoder once, th
 incremental decoder steps with the key/value cache over a beam of 5, warm-up runs, then
 timed runs summarised by a 10% trimmed mean of encoder plus decoder time. Unlike the released
 code, the model runs in eval mode without autograd, and inputs are real sentences: a constant
-dummy input sends every token to the same expert and misstates a MoE model's latency.
+dummy input sends every token to the same expert and misstates a MoE model's latency. The
+inputs carry their translation pair, which each timed model turns into its own task id, so
+sentence- and task-routed sub-networks route as they would on that text.
 
 The clock is wall time by default (the papers'). `clock="cpu"` reads the process's CPU time
 instead: with one thread on a shared machine, time other processes take from the core is not
@@ -37,6 +39,7 @@ from automoe.supernet.model import Transformer
 from automoe.supernet.modes import inference
 
 CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
+LATENCY_PAIR = "en-de"  # the papers' protocol times Multi30k/WMT en-de text
 
 
 @dataclass(frozen=True)
@@ -126,15 +129,37 @@ def reference_inputs(
     return out
 
 
+@dataclass(frozen=True)
+class LatencyInputs:
+    """Source and target token sequences of real text, all of one translation `pair`.
+
+    The pair, not a task id, travels with the text: task ids are numbered per model (in the
+    order it was trained on its pairs), so each timed model looks up its own.
+    """
+
+    sources: list[list[int]]
+    targets: list[list[int]]
+    pair: str = LATENCY_PAIR
+
+    def __post_init__(self) -> None:
+        if not self.sources or len(self.sources) != len(self.targets):
+            raise AutomoeError("latency needs as many target as source inputs, at least one")
+
+    def task_id(self, model: Transformer) -> int:
+        """`model`'s task id for the pair; 0 for a model that records no task names."""
+        return model.task_id(self.pair) if model.config.task_names else 0
+
+
 def latency_inputs(
     tokenizer: Tokenizer, data_dir: str | None, settings: LatencySettings
-) -> tuple[list[list[int]], list[list[int]]]:
-    """Real Multi30k en-de validation text cut into protocol-length sources and targets."""
-    data = RunData(DataSettings(), data_dir, tokenizer=tokenizer)
+) -> LatencyInputs:
+    """Real Multi30k validation text of `LATENCY_PAIR` cut into protocol-length inputs."""
+    data = RunData(DataSettings(pairs=(LATENCY_PAIR,)), data_dir, tokenizer=tokenizer)
     examples = data.examples("val")
-    sources = reference_inputs([e.src for e in examples], settings.src_len, settings.runs)
-    targets = reference_inputs([e.tgt for e in examples], settings.tgt_len, settings.runs)
-    return sources, targets
+    return LatencyInputs(
+        reference_inputs([e.src for e in examples], settings.src_len, settings.runs),
+        reference_inputs([e.tgt for e in examples], settings.tgt_len, settings.runs),
+    )
 
 
 def _sync(device: torch.device) -> None:
@@ -142,32 +167,46 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _run_once(
-    model: Transformer, src: Tensor, tgt: Tensor, beam: int, order: Tensor, clock: str
-) -> tuple[float, float]:
+@dataclass(frozen=True)
+class _Timed:
+    """A model with what its runs need besides the text, made before any timing."""
+
+    model: Transformer
+    task: Tensor  # [1]: the model's task id of the inputs' pair
+    beam_tasks: Tensor  # [beam]: the same for every beam row
+    order: Tensor  # [beam]: the reordering of the cache at every step, as beam search does
+
+
+def _timed(model: Transformer, inputs: LatencyInputs, beam: int) -> _Timed:
+    device = model.embed.weight.device
+    task = torch.tensor([inputs.task_id(model)], device=device)
+    return _Timed(model, task, task.expand(beam), torch.arange(beam, device=device).roll(1))
+
+
+def _run_once(timed: _Timed, src: Tensor, tgt: Tensor, clock: str) -> tuple[float, float]:
     """Seconds for the encoder and for the incremental decoder over one input pair."""
     now = CLOCKS[clock]
+    model, beam = timed.model, len(timed.beam_tasks)
     device = src.device
     padding = torch.zeros_like(src, dtype=torch.bool)
     _sync(device)
     started = now()
-    enc = model.encode(src, padding)
+    enc = model.encode(src, padding, task_ids=timed.task)
     _sync(device)
     encoded = now()
     enc = enc.index_select(torch.zeros(beam, dtype=torch.long, device=device))
     cache: list = []
     for step in range(tgt.shape[1]):
         tokens = tgt[:, step : step + 1].expand(beam, 1)
-        model.decode(tokens, enc, cache=cache, start=step)
-        model.reorder_cache(cache, order)
+        model.decode(tokens, enc, task_ids=timed.beam_tasks, cache=cache, start=step)
+        model.reorder_cache(cache, timed.order)
     _sync(device)
     return encoded - started, now() - encoded
 
 
 def measure_latency(
     model: Transformer,
-    sources: Sequence[Sequence[int]],
-    targets: Sequence[Sequence[int]],
+    inputs: LatencyInputs,
     settings: LatencySettings | None = None,
     reference: Transformer | None = None,
 ) -> LatencyResult:
@@ -175,35 +214,31 @@ def measure_latency(
 
     The decoder is fed the reference target's tokens at every beam row and reorders its cache
     each step as beam search does, so cost is that of real decoding without search noise.
+    Every sentence and beam row carries the model's task id of the inputs' pair.
     With a `reference` model, each run of `model` is followed by one of the reference on the
     same input, so both see the machine at the same speed (see the module docstring).
     """
     s = settings or LatencySettings()
-    if not sources or len(sources) != len(targets):
-        raise AutomoeError("latency needs as many target as source inputs, at least one")
     device = model.embed.weight.device
     if s.clock == "cpu" and device.type != "cpu":
         raise AutomoeError("the cpu clock times CPU work only; use clock 'wall' on a GPU")
     if reference is not None and reference.embed.weight.device != device:
         raise AutomoeError("the reference model must be on the same device as the model")
-    order = torch.arange(s.beam, device=device).roll(1)
+    timed = _timed(model, inputs, s.beam)
+    paired = _timed(reference, inputs, s.beam) if reference is not None else None
     pairs = [
         (
             torch.tensor([src[: s.src_len]], device=device),
             torch.tensor([tgt[: s.tgt_len]], device=device),
         )
-        for src, tgt in zip(sources, targets, strict=True)
+        for src, tgt in zip(inputs.sources, inputs.targets, strict=True)
     ]
     enc_times, dec_times, ref_times = [], [], []
     with inference(model), inference(reference) if reference is not None else nullcontext():
         for i in range(s.warmup + s.runs):
             src, tgt = pairs[i % len(pairs)]
-            enc_s, dec_s = _run_once(model, src, tgt, s.beam, order, s.clock)
-            ref_s = (
-                sum(_run_once(reference, src, tgt, s.beam, order, s.clock))
-                if reference is not None
-                else 0.0
-            )
+            enc_s, dec_s = _run_once(timed, src, tgt, s.clock)
+            ref_s = sum(_run_once(paired, src, tgt, s.clock)) if paired is not None else 0.0
             if i >= s.warmup:
                 enc_times.append(enc_s * 1e3)
                 dec_times.append(dec_s * 1e3)
