@@ -7,13 +7,17 @@ architectures: a fit takes seconds on 2 cores and predicting 10,000 rows millise
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import logging
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
 from sklearn.base import BaseEstimator
 from sklearn.compose import TransformedTargetRegressor
 from sklearn.ensemble import ExtraTreesRegressor, GradientBoostingRegressor, RandomForestRegressor
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import RidgeCV
 from sklearn.neural_network import MLPRegressor
 from sklearn.pipeline import make_pipeline
@@ -22,6 +26,7 @@ from sklearn.preprocessing import StandardScaler
 from automoe.predictors.errors import PredictorError
 
 AUTO = "auto"
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -91,3 +96,28 @@ def build_model(name: str, seed: int) -> BaseEstimator:
     """A fresh, unfitted regressor registered as `name`."""
     check_model_names([name])
     return MODELS[name].build(seed)
+
+
+@contextmanager
+def convergence_in_one_line() -> Iterator[None]:
+    """Fit models inside; scikit-learn's ConvergenceWarnings come out as one logged line.
+
+    scikit-learn warns once per fit, in seven lines, so a cross-validated choice among models
+    floods the terminal; the count and the first warning's gist say as much. Other warnings
+    pass through unchanged.
+    """
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ConvergenceWarning)
+        yield
+    stopped = [w for w in caught if issubclass(w.category, ConvergenceWarning)]
+    for w in caught:
+        if not issubclass(w.category, ConvergenceWarning):
+            warnings.showwarning(w.message, w.category, w.filename, w.lineno)
+    if stopped:
+        gist = str(stopped[0].message).splitlines()[0].rstrip(":")
+        log.warning(
+            "%d model fit(s) stopped at their iteration limit before converging "
+            "(scikit-learn: %s); they are scored and used as they are",
+            len(stopped),
+            gist,
+        )

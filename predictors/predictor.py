@@ -22,7 +22,7 @@ from automoe.arch import ArchConfig
 from automoe.predictors.data import align, column_difference, read_table
 from automoe.predictors.errors import PredictorError
 from automoe.predictors.features import FEATURES_VERSION, ArchFeatures, columns_hash
-from automoe.predictors.models import AUTO, MODELS, build_model
+from automoe.predictors.models import AUTO, MODELS, build_model, convergence_in_one_line
 from automoe.predictors.persist import (
     ModelUnreadable,
     file_sha256,
@@ -108,10 +108,12 @@ class CostPredictor(RegressorMixin, BaseEstimator):
                     f"{source}: the {self.target} target is 0 in row {zeros[0]}; cross-validation "
                     "scores relative errors (MAPE), which need non-zero costs"
                 )
-            candidates = list(MODELS) if self.model == AUTO else [self.model]
-            choice = choose_model(candidates, X, y, self.cv, self.random_state, source)
-        self.model_, self.cv_results_ = choice
-        self.estimator_ = build_model(self.model_, self.random_state).fit(X, y)
+        with convergence_in_one_line():
+            if choice is None:
+                candidates = list(MODELS) if self.model == AUTO else [self.model]
+                choice = choose_model(candidates, X, y, self.cv, self.random_state, source)
+            self.model_, self.cv_results_ = choice
+            self.estimator_ = build_model(self.model_, self.random_state).fit(X, y)
         self.n_features_in_ = X.shape[1]
         if names is not None:
             self.feature_names_in_ = np.asarray(names, dtype=object)

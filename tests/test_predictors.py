@@ -25,12 +25,13 @@ import pytest
 from sklearn.base import clone, is_regressor
 from sklearn.exceptions import InconsistentVersionWarning, NotFittedError
 from sklearn.model_selection import cross_val_score
+from sklearn.neural_network import MLPRegressor
 from sklearn.utils.estimator_checks import parametrize_with_checks
 from threadpoolctl import threadpool_limits
 
 from automoe.arch import ArchConfig
 from automoe.errors import run_cli
-from automoe.predictors import MODELS, ArchFeatures, CostPredictor, PredictorError
+from automoe.predictors import MODELS, ArchFeatures, CostPredictor, ModelSpec, PredictorError
 from automoe.predictors.__main__ import main
 from automoe.space import SearchSpace
 
@@ -449,6 +450,32 @@ def test_module_entry_point_reports_errors_without_traceback(tmp_path: Path) -> 
     )
     assert result.returncode == 2
     assert result.stderr == "error: cannot read nope.csv: No such file or directory\n"
+
+
+def test_cli_fit_reports_unconverged_fits_in_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """scikit-learn warns in seven lines per fit that stops at its iteration limit (every CV
+    fold, then the final fit); the user sees one line, logged, and no warning escapes."""
+
+    def hasty_mlp(seed: int) -> MLPRegressor:
+        return MLPRegressor(hidden_layer_sizes=(4,), max_iter=3, random_state=seed)
+
+    monkeypatch.setitem(MODELS, "mlp", ModelSpec(hasty_mlp, "stops after 3 iterations"))
+    table = tmp_path / "t.csv"
+    table.write_text("a,b,cost\n" + "".join(f"{i},{i % 3},{i + 1}\n" for i in range(12)))
+    fit = ["fit", "--data", str(table), "--target", "cost", "--out", str(tmp_path / "m")]
+    bench = ["benchmark", "--data", str(table), "--target", "cost", "--out", str(tmp_path / "b")]
+    with warnings.catch_warnings(record=True) as leaked, caplog.at_level(logging.WARNING):
+        warnings.simplefilter("always")
+        assert run_cli(main, [*fit, "--model", "mlp", "--cv", "3"]) == 0
+        assert run_cli(main, [*bench, "--models", "mlp", "--folds", "3"]) == 0
+    assert [str(w.message) for w in leaked] == []
+    fitted, benchmarked = (record.getMessage() for record in caplog.records)
+    assert fitted.startswith("4 model fit(s) stopped at their iteration limit before converging")
+    assert "(scikit-learn: Stochastic Optimizer: Maximum iterations (3) reached" in fitted
+    assert "model fit(s) stopped at their iteration limit" in benchmarked
+    assert "\n" not in fitted + benchmarked
 
 
 @parametrize_with_checks([CostPredictor(model="linear", cv=None)])
