@@ -16,6 +16,7 @@ import json
 import sys
 from pathlib import Path
 
+from automoe.argtypes import nonnegative_int, positive_int
 from automoe.errors import AutomoeError, run_cli
 from automoe.predictors.benchmark import markdown, run_benchmark, table_text
 from automoe.predictors.data import read_table
@@ -47,8 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--target", default="latency_ms", help="cost column (default latency_ms)")
     f.add_argument("--out", required=True, type=Path, help="file to save the predictor to")
     f.add_argument("--model", default=AUTO, help=f"{AUTO} (lowest CV MAPE) or one of: {models}")
-    f.add_argument("--cv", type=int, default=5, help="cross-validation folds (default 5)")
-    f.add_argument("--seed", type=int, default=0)
+    f.add_argument("--cv", type=positive_int, default=5, help="cross-validation folds (default 5)")
+    f.add_argument("--seed", type=nonnegative_int, default=0)
     f.add_argument("--drop", action="append", help=drop)
 
     r = sub.add_parser("predict", help="predict the cost of every row of a CSV")
@@ -63,8 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser("benchmark", help="compare models by k-fold cross-validation")
     b.add_argument("--data", required=True, type=Path, help="cost CSV")
     b.add_argument("--target", default="latency_ms", help="cost column (default latency_ms)")
-    b.add_argument("--folds", type=int, default=5)
-    b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--folds", type=positive_int, default=5)
+    b.add_argument("--seed", type=nonnegative_int, default=0)
     b.add_argument("--models", default=",".join(MODELS), help="comma-separated (default all)")
     b.add_argument("--drop", action="append", help=drop)
     b.add_argument("--out", type=Path, help="folder for the results (default DATA-benchmark/)")

@@ -452,6 +452,27 @@ def test_module_entry_point_reports_errors_without_traceback(tmp_path: Path) -> 
     assert result.stderr == "error: cannot read nope.csv: No such file or directory\n"
 
 
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["fit", "--cv", "0"], "argument --cv: 0 must be a whole number above 0"),
+        (["fit", "--seed", "-1"], "argument --seed: -1 must be a whole number of 0 or more"),
+        (["benchmark", "--folds", "2.5"], "argument --folds: '2.5' is not a int"),
+        (["benchmark", "--seed", "-3"], "argument --seed: -3 must be a whole number of 0 or more"),
+    ],
+)
+def test_cli_numbers_are_checked_when_parsed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], message: str
+) -> None:
+    base = ["--data", str(tmp_path / "t.csv")]
+    if argv[0] == "fit":
+        base += ["--out", str(tmp_path / "m")]
+    with pytest.raises(SystemExit) as exit_info:
+        main([argv[0], *base, *argv[1:]])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1].endswith(message)
+
+
 def test_cli_fit_reports_unconverged_fits_in_one_line(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
