@@ -9,7 +9,8 @@ regressor fitted on a measured table answers instead:
 
 or from a CSV: `python -m automoe.predictors fit --data lat.csv --out lat.model`, then
 `CostPredictor.load("lat.model", expected_columns=features.columns)`. A new regressor is one
-entry in `MODELS`.
+entry in `MODELS` (and its types in `TRUSTED_TYPES`, the only ones a saved predictor may
+hold).
 """
 
 from automoe.predictors.data import NON_FEATURE_COLUMNS, NON_FEATURE_SUFFIXES, Table, read_table

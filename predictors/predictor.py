@@ -2,7 +2,7 @@
 
 It wraps one registered model (`automoe.predictors.models.MODELS`), chosen by cross-validated
 MAPE when `model="auto"`, remembers the feature columns it was fitted on, and saves to a file
-whose JSON manifest is enough to refit it when the pickle no longer loads. It knows
+whose JSON manifest is enough to refit it when the stored model no longer loads. It knows
 architectures only through `ArchFeatures`, never a search strategy or the SuperNet.
 """
 
@@ -24,6 +24,7 @@ from automoe.predictors.errors import PredictorError
 from automoe.predictors.features import FEATURES_VERSION, ArchFeatures, columns_hash
 from automoe.predictors.models import AUTO, MODELS, build_model, convergence_in_one_line
 from automoe.predictors.persist import (
+    REFIT_COMMAND,
     ModelUnreadable,
     file_sha256,
     library_versions,
@@ -213,7 +214,9 @@ class CostPredictor(RegressorMixin, BaseEstimator):
         expected_columns: Sequence[str] | None = None,
         data: str | Path | None = None,
     ) -> CostPredictor:
-        """A saved predictor, refitted from its training CSV if its pickle no longer loads.
+        """A saved predictor, refitted from its training CSV if its model cannot be used here
+        (a format-1 pickle, another scikit-learn version); one naming an untrusted type is
+        refused (`automoe.predictors.persist`).
 
         `expected_columns`: the feature columns the caller will pass (e.g.
         `ArchFeatures.from_space(space).columns`); a predictor fitted on others is refused
@@ -232,9 +235,9 @@ class CostPredictor(RegressorMixin, BaseEstimator):
             )
         predictor = cls(**manifest["params"])
         try:
-            estimator = read_model(path)
+            estimator = read_model(path, manifest["versions"]["sklearn"])
         except ModelUnreadable as err:
-            return predictor._refit(path, manifest, data, str(err))
+            return predictor._refit(path, manifest, data, err)
         predictor.estimator_ = estimator
         predictor.model_ = manifest["model"]
         predictor.cv_results_ = manifest["cv_scores"]
@@ -246,29 +249,29 @@ class CostPredictor(RegressorMixin, BaseEstimator):
         return predictor
 
     def _refit(
-        self, path: Path, manifest: dict[str, Any], data: str | Path | None, reason: str
+        self, path: Path, manifest: dict[str, Any], data: str | Path | None, err: ModelUnreadable
     ) -> CostPredictor:
         """Rebuild the saved model from its training CSV, after checking it is the same file."""
-        saved = manifest["versions"]["sklearn"]
-        problem = f"cannot load the model in {path} ({reason}; saved with scikit-learn {saved})"
+        problem = f"cannot load the model in {path} ({err})"
+        fit_new = f"fit a new one with `{REFIT_COMMAND} {path}`"
         source = manifest["training_data"]
         if source is None:
             raise PredictorError(
-                f"{problem}, and it records no training CSV to refit from: install "
-                f"scikit-learn=={saved} or fit and save it again"
+                f"{problem}, and it records no training CSV to refit from: "
+                f"{_either(err.remedy, fit_new)}"
             )
         csv = Path(data) if data is not None else Path(source["path"])
         if not csv.is_file():
+            restore = "restore it (or pass its new location: data=/--train-data)"
             raise PredictorError(
-                f"{problem}, and its training data {csv} is not there to refit from: restore "
-                f"it (or pass its new location: data=/--train-data) or install "
-                f"scikit-learn=={saved}"
+                f"{problem}, and its training data {csv} is not there to refit from: "
+                f"{_either(restore, err.remedy, fit_new)}"
             )
         if file_sha256(csv) != source["sha256"]:
             raise PredictorError(
                 f"{problem}, and its training data {csv} has changed since (sha256 differs), so "
-                f"a refit would be another model: restore the original file, install "
-                f"scikit-learn=={saved}, or fit a new predictor on the new data"
+                f"a refit would be another model: "
+                f"{_either('restore the original file', err.remedy, fit_new)}"
             )
         table = read_table(csv, self.target, source["drop"])
         difference = column_difference(table.columns, manifest["features"]["columns"])
@@ -287,9 +290,15 @@ class CostPredictor(RegressorMixin, BaseEstimator):
             path,
             self.model_,
             csv,
-            reason,
+            err,
         )
         return self
+
+
+def _either(*options: str | None) -> str:
+    """'a, b or c' of the options given (None ones left out)."""
+    given = [option for option in options if option]
+    return ", ".join(given[:-1]) + f" or {given[-1]}" if len(given) > 1 else given[0]
 
 
 def _check_schema(path: Path, columns: list[str] | None, expected: list[str]) -> None:

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import pytest
 from sklearn.base import clone, is_regressor
-from sklearn.exceptions import InconsistentVersionWarning, NotFittedError
+from sklearn.exceptions import NotFittedError
 from sklearn.model_selection import cross_val_score
 from sklearn.neural_network import MLPRegressor
 from sklearn.utils.estimator_checks import parametrize_with_checks
@@ -242,7 +242,7 @@ def test_manifest_records_schema_versions_data_and_choice(
     assert manifest["features"]["columns"] == FEATURES.columns
     assert manifest["features"]["arch_features"]["schema"] == FEATURES.schema
     assert manifest["target"] == "latency_ms"
-    assert set(manifest["versions"]) == {"python", "numpy", "sklearn", "automoe"}
+    assert set(manifest["versions"]) == {"python", "numpy", "sklearn", "skops", "automoe"}
     assert manifest["training_data"] == {
         "path": str(data.train_csv.resolve()),
         "sha256": hashlib.sha256(data.train_csv.read_bytes()).hexdigest(),
@@ -262,45 +262,23 @@ def test_schema_mismatch_names_the_difference(saved: tuple[CostPredictor, Path])
         CostPredictor.load(path, expected_columns=ArchFeatures(6, 4).columns)
 
 
-def replace_pickle(source: Path, target: Path, payload: bytes) -> Path:
-    """A copy of a saved predictor whose pickled model is `payload`."""
+def replace_model(source: Path, target: Path, payload: bytes) -> Path:
+    """A copy of a saved predictor whose stored model is `payload`."""
     with zipfile.ZipFile(source) as old, zipfile.ZipFile(target, "w") as new:
         new.writestr("manifest.json", old.read("manifest.json"))
-        new.writestr("model.pkl", payload)
+        new.writestr("model.skops", payload)
     return target
 
 
-def test_unreadable_pickle_is_refitted_from_the_recorded_csv(
+def test_unreadable_model_is_refitted_from_the_recorded_csv(
     data: Data, saved: tuple[CostPredictor, Path], tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     original, path = saved
-    broken = replace_pickle(path, tmp_path / "broken.model", b"not a pickle")
+    broken = replace_model(path, tmp_path / "broken.model", b"not a skops file")
     with caplog.at_level(logging.WARNING):
         loaded = CostPredictor.load(broken, expected_columns=FEATURES.columns)
-    assert "refitted the gbm model from" in caplog.text and "UnpicklingError" in caplog.text
+    assert "refitted the gbm model from" in caplog.text and "BadZipFile" in caplog.text
     assert loaded.cv_results_ == original.cv_results_
-    assert np.array_equal(
-        loaded.predict_archs(data.test_archs), original.predict_archs(data.test_archs)
-    )
-
-
-def test_pickle_from_another_library_version_is_refitted(
-    data: Data,
-    saved: tuple[CostPredictor, Path],
-    monkeypatch: pytest.MonkeyPatch,
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    original, path = saved
-
-    def old_sklearn_pickle(payload: bytes) -> object:
-        warning = InconsistentVersionWarning("GradientBoostingRegressor", "1.9", "0.24")
-        warnings.warn(warning, stacklevel=2)
-        return object()
-
-    monkeypatch.setattr("automoe.predictors.persist.pickle.loads", old_sklearn_pickle)
-    with caplog.at_level(logging.WARNING):
-        loaded = CostPredictor.load(path)
-    assert "InconsistentVersionWarning" in caplog.text
     assert np.array_equal(
         loaded.predict_archs(data.test_archs), original.predict_archs(data.test_archs)
     )
@@ -310,7 +288,7 @@ def test_refit_needs_the_unchanged_training_csv(data: Data, tmp_path: Path) -> N
     train = Path(shutil.copy(data.train_csv, tmp_path / "train.csv"))
     predictor = CostPredictor(model="linear", cv=None).fit_csv(train)
     predictor.save(tmp_path / "ok.model")
-    broken = replace_pickle(tmp_path / "ok.model", tmp_path / "broken.model", b"")
+    broken = replace_model(tmp_path / "ok.model", tmp_path / "broken.model", b"")
     moved = train.rename(tmp_path / "moved.csv")
     with pytest.raises(PredictorError) as err:
         CostPredictor.load(broken)
@@ -326,7 +304,7 @@ def test_refit_needs_the_unchanged_training_csv(data: Data, tmp_path: Path) -> N
 
 def test_refit_impossible_without_a_recorded_csv(data: Data, tmp_path: Path) -> None:
     CostPredictor(model="linear", cv=None).fit(data.X_train, data.y_train).save(tmp_path / "m")
-    broken = replace_pickle(tmp_path / "m", tmp_path / "broken", b"")
+    broken = replace_model(tmp_path / "m", tmp_path / "broken", b"")
     with pytest.raises(PredictorError, match="records no training CSV to refit from"):
         CostPredictor.load(broken)
     with pytest.raises(PredictorError, match="fitted without feature names"):
@@ -343,7 +321,7 @@ def test_load_refuses_files_that_are_not_predictors(tmp_path: Path) -> None:
         bundle.writestr(
             "manifest.json", '{"format": "automoe-cost-predictor", "format_version": 9}'
         )
-    with pytest.raises(PredictorError, match="format version 9; this automoe reads version 1"):
+    with pytest.raises(PredictorError, match="format version 9; this automoe reads version 2"):
         CostPredictor.load(tmp_path / "future.model")
 
 
