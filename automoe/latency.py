@@ -33,6 +33,7 @@ from automoe.cost.latency import LatencySettings, latency_inputs, measure_latenc
 from automoe.cost.machine import machine_info
 from automoe.errors import AutomoeError, run_cli
 from automoe.experiment import DataSettings, RunData
+from automoe.predictors.data import sidecar_path
 from automoe.predictors.features import ArchFeatures
 from automoe.runs import load_model_file, pick_device, resolve_arch
 from automoe.space import SearchSpace
@@ -213,11 +214,6 @@ def sample_archs(space: SearchSpace, count: int, seed: int) -> list[ArchConfig]:
         arch = space.sample(rng)
         seen.setdefault(arch.key(), arch)
     return list(seen.values())
-
-
-def sidecar_path(csv_path: Path) -> Path:
-    """Where a latency dataset keeps how it was measured."""
-    return csv_path.with_suffix(csv_path.suffix + ".json")
 
 
 def _saved_reference_ms(out: Path) -> float | None:

@@ -207,6 +207,8 @@ def main(argv: list[str] | None = None) -> int:
     local = None if pool else ArchScorer(scoring)
     scorer = pool.score if pool else (lambda archs: [local(a) for a in archs])  # type: ignore[misc]
     costs = _costs(net, tokenizer, settings, args.data_dir)
+    if costs.predictor is not None:  # one fitted for another space would decide constraints
+        costs.predictor.check_fits(space, settings["predictor"])
     constraints = [Constraint(**c) for c in settings["constraints"]]
     _check_reachable(space, costs, constraints)
     if not args.resume:

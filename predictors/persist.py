@@ -1,8 +1,8 @@
 """The saved-predictor file: a zip holding `manifest.json` and the fitted model in skops format.
 
 The manifest is plain JSON (`unzip -p MODEL manifest.json`) and says everything needed to
-trust or rebuild the model: feature columns, target, chosen model and CV scores, library
-versions and the training CSV with its sha256.
+trust or rebuild the model: feature columns, the search space it was fitted on, target, chosen
+model and CV scores, library versions and the training CSV with its sha256.
 
 The model is stored with skops (`skops.io`), which writes an object's state, not code: loading
 builds only the types in `TRUSTED_TYPES` and skops's own safe set (plain data, numpy arrays,
@@ -108,11 +108,13 @@ def read_manifest(path: Path) -> dict[str, Any]:
             f"{path} has predictor format version {version!r}; this automoe reads version "
             f"{FORMAT_VERSION}: refit it with this version"
         )
-    missing = [key for key in _MANIFEST_KEYS if key not in manifest]
+    keys = _MANIFEST_KEYS if version == PICKLE_FORMAT_VERSION else (*_MANIFEST_KEYS, "space")
+    missing = [key for key in keys if key not in manifest]
     if missing:
         raise PredictorError(
             f"{path}: {MANIFEST} lacks {missing}; fit and save the predictor again"
         )
+    manifest.setdefault("space", None)  # format 1 recorded none
     return manifest
 
 

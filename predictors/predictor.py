@@ -1,9 +1,10 @@
 """`CostPredictor`: a scikit-learn regressor of an architecture's cost (e.g. latency in ms).
 
 It wraps one registered model (`automoe.predictors.models.MODELS`), chosen by cross-validated
-MAPE when `model="auto"`, remembers the feature columns it was fitted on, and saves to a file
-whose JSON manifest is enough to refit it when the stored model no longer loads. It knows
-architectures only through `ArchFeatures`, never a search strategy or the SuperNet.
+MAPE when `model="auto"`, remembers the feature columns and the search space it was fitted on
+(`automoe.predictors.scope`), and saves to a file whose JSON manifest is enough to refit it
+when the stored model no longer loads. It knows architectures only through `ArchFeatures`,
+never a search strategy or the SuperNet.
 """
 
 from __future__ import annotations
@@ -32,7 +33,9 @@ from automoe.predictors.persist import (
     read_model,
     write_bundle,
 )
+from automoe.predictors.scope import check_serves, recorded_space, space_record, table_space
 from automoe.predictors.validation import choose_model
+from automoe.space import SearchSpace
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +51,8 @@ class CostPredictor(RegressorMixin, BaseEstimator):
     Fitted attributes: `estimator_` (the fitted regressor), `model_` (its name),
     `cv_results_` (name -> MAPE %/RMSE scores, or None), `n_features_in_`,
     `feature_names_in_` (when fitted with column names), `features_` (the `ArchFeatures`
-    when the columns are architecture features, so `predict_archs` works), and
+    when the columns are architecture features, so `predict_archs` works), `space_` (the
+    `SearchSpace` of the training architectures, or None when not known), and
     `training_data_` (CSV path, sha256, rows and dropped columns, when fitted by `fit_csv`).
     """
 
@@ -71,23 +75,40 @@ class CostPredictor(RegressorMixin, BaseEstimator):
         return self._fit(*_matrix_and_target(X, y), _column_names(X), "the training data")
 
     def fit_archs(
-        self, archs: Sequence[ArchConfig], y: Any, features: ArchFeatures
+        self,
+        archs: Sequence[ArchConfig],
+        y: Any,
+        features: ArchFeatures,
+        space: SearchSpace | None = None,
     ) -> CostPredictor:
-        """Fit on architectures featurised by `features` (kept for `predict_archs`)."""
+        """Fit on architectures featurised by `features` (kept for `predict_archs`), drawn
+        from `space` if given (recorded, so a search over another space refuses it)."""
+        if space is not None:
+            for arch in archs:
+                space.validate(arch)
+            if features != ArchFeatures.from_space(space):
+                raise PredictorError(
+                    f"features {features} are not those of space {space.name!r}; use "
+                    "ArchFeatures.from_space(space)"
+                )
         X, y = _matrix_and_target(features.transform(archs), y)
-        return self._fit(X, y, features.columns, "the architectures")
+        return self._fit(X, y, features.columns, "the architectures", space=space)
 
-    def fit_csv(self, path: str | Path, drop: Sequence[str] = ()) -> CostPredictor:
+    def fit_csv(
+        self, path: str | Path, drop: Sequence[str] = (), space: SearchSpace | None = None
+    ) -> CostPredictor:
         """Fit on a cost CSV (feature rule: `automoe.predictors.data`), recording its sha256
-        so a saved predictor can be refitted from it."""
+        so a saved predictor can be refitted from it, and the search space its architectures
+        come from: the one in its sidecar (`automoe.predictors.scope`), else `space`."""
         table = read_table(path, self.target, drop)
+        measured = table_space(table.path, table.columns, space)
         source = {
             "path": str(table.path.resolve()),
             "sha256": file_sha256(table.path),
             "rows": len(table.X),
             "drop": list(drop),
         }
-        return self._fit(table.X, table.y, table.columns, str(path), source)
+        return self._fit(table.X, table.y, table.columns, str(path), source, space=measured)
 
     def _fit(
         self,
@@ -97,6 +118,7 @@ class CostPredictor(RegressorMixin, BaseEstimator):
         source: str,
         training_data: dict[str, Any] | None = None,
         choice: tuple[str, dict[str, Any] | None] | None = None,
+        space: SearchSpace | None = None,
     ) -> CostPredictor:
         """Fit the chosen model on all rows; `choice` (name, CV table) skips the choice."""
         self._check_params()
@@ -121,6 +143,7 @@ class CostPredictor(RegressorMixin, BaseEstimator):
         elif hasattr(self, "feature_names_in_"):
             del self.feature_names_in_
         self.features_ = ArchFeatures.from_columns(names) if names is not None else None
+        self.space_ = space
         self.training_data_ = training_data
         return self
 
@@ -177,6 +200,12 @@ class CostPredictor(RegressorMixin, BaseEstimator):
         table = read_table(path, self.target, drop, need_target=False, also_drop=recorded)
         return self.estimator_.predict(align(table, list(self.feature_names_in_)))
 
+    def check_fits(self, space: SearchSpace, name: str = "this predictor") -> None:
+        """Refuse to answer a search over `space` unless fitted on all its architectures (the
+        rule: `automoe.predictors.scope`); `name` (e.g. its file) goes in the message."""
+        check_is_fitted(self, "estimator_")
+        check_serves(self.space_, self.features_, space, name)
+
     # ------------------------------------------------------------------ saving
 
     def save(self, path: str | Path) -> None:
@@ -201,6 +230,7 @@ class CostPredictor(RegressorMixin, BaseEstimator):
                     "max_decoder_layers": self.features_.max_decoder_layers,
                 },
             },
+            "space": None if self.space_ is None else space_record(self.space_),
             "target": self.target,
             "training_data": self.training_data_,
             "versions": library_versions(),
@@ -245,6 +275,7 @@ class CostPredictor(RegressorMixin, BaseEstimator):
         if columns is not None:
             predictor.feature_names_in_ = np.asarray(columns, dtype=object)
         predictor.features_ = ArchFeatures.from_columns(columns) if columns is not None else None
+        predictor.space_ = recorded_space(manifest["space"], f"{path} (manifest)")
         predictor.training_data_ = manifest["training_data"]
         return predictor
 
@@ -277,6 +308,7 @@ class CostPredictor(RegressorMixin, BaseEstimator):
         difference = column_difference(table.columns, manifest["features"]["columns"])
         if difference:
             raise PredictorError(f"{problem}; its training data {csv} reads as {difference}")
+        space = recorded_space(manifest["space"], f"{path} (manifest)")
         self._fit(
             table.X,
             table.y,
@@ -284,6 +316,7 @@ class CostPredictor(RegressorMixin, BaseEstimator):
             str(csv),
             source,
             choice=(manifest["model"], manifest["cv_scores"]),
+            space=space or table_space(csv, table.columns, None),
         )
         log.warning(
             "%s: refitted the %s model from %s (%s); save it again to skip this next time",

@@ -243,6 +243,7 @@ def test_manifest_records_schema_versions_data_and_choice(
     assert manifest["features"]["arch_features"]["schema"] == FEATURES.schema
     assert manifest["target"] == "latency_ms"
     assert set(manifest["versions"]) == {"python", "numpy", "sklearn", "skops", "automoe"}
+    assert manifest["space"] is None  # the CSV has no sidecar and no space was given
     assert manifest["training_data"] == {
         "path": str(data.train_csv.resolve()),
         "sha256": hashlib.sha256(data.train_csv.read_bytes()).hexdigest(),

@@ -1,7 +1,8 @@
-"""Saved cost predictors: no code runs when one is opened.
+"""Saved cost predictors: no code runs when one is opened, and it knows what it was fitted on.
 
 The model is stored with skops and built only from trusted types; format-1 files (a pickle)
-are refitted from their CSV, never unpickled.
+are refitted from their CSV, never unpickled; the file records the search space and feature
+schema, and a search over a space the predictor was not fitted on refuses it.
 """
 
 from __future__ import annotations
@@ -24,11 +25,16 @@ import skops.io as skops_io
 from sklearn.preprocessing import FunctionTransformer
 from threadpoolctl import threadpool_limits
 
+from automoe.errors import AutomoeError, run_cli
 from automoe.predictors import MODELS, ArchFeatures, CostPredictor, PredictorError
+from automoe.predictors.__main__ import main as predictors_main
 from automoe.predictors.models import TRUSTED_TYPES
+from automoe.predictors.scope import space_hash
+from automoe.search import main as search_main
 from automoe.space import SearchSpace
 
 SPACE = SearchSpace.load("multi30k")
+WMT = SearchSpace.load("wmt")
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -36,6 +42,14 @@ def one_thread() -> Iterator[None]:
     """BLAS/OpenMP spin-waits crawl on a busy 2-core machine; one thread keeps tests fast."""
     with threadpool_limits(1):
         yield
+
+
+def variant(space: SearchSpace, **changes: Any) -> SearchSpace:
+    """`space` with some choices replaced, e.g. variant(SPACE, decoder={"layers": [1, 2]})."""
+    data = space.to_dict()
+    for key, value in changes.items():
+        data[key] = {**data[key], **value} if isinstance(value, dict) else value
+    return SearchSpace.from_dict(data)
 
 
 def synthetic_ms(X: np.ndarray) -> np.ndarray:
@@ -79,8 +93,10 @@ def entries(path: Path) -> dict[str, bytes]:
 
 def rewrite(source: Path, target: Path, entry: str, model: bytes, **changes: Any) -> Path:
     """A copy of a saved predictor whose only model entry is `entry` holding `model`, with
-    manifest values changed."""
+    manifest values changed (a value None for `space` drops it)."""
     meta = {**json.loads(entries(source)["manifest.json"]), **changes}
+    if "space" in changes and changes["space"] is None:
+        del meta["space"]
     with zipfile.ZipFile(target, "w") as bundle:
         bundle.writestr("manifest.json", json.dumps(meta))
         bundle.writestr(entry, model)
@@ -88,8 +104,8 @@ def rewrite(source: Path, target: Path, entry: str, model: bytes, **changes: Any
 
 
 def as_format_1(source: Path, target: Path, pickled: bytes, **changes: Any) -> Path:
-    """A predictor as automoe wrote it before skops: format 1 and `model.pkl`."""
-    return rewrite(source, target, "model.pkl", pickled, format_version=1, **changes)
+    """A predictor as automoe wrote it before skops: format 1, no space, `model.pkl`."""
+    return rewrite(source, target, "model.pkl", pickled, format_version=1, space=None, **changes)
 
 
 class Marker:
@@ -175,6 +191,7 @@ def test_a_format_1_file_is_refitted_from_its_csv_with_one_line(
     assert "its model is a pickle" in record.getMessage() and "\n" not in record.getMessage()
     expected = CostPredictor.load(saved)
     assert np.array_equal(loaded.predict_csv(dataset), expected.predict_csv(dataset))
+    assert loaded.space_ == SPACE  # from the dataset's sidecar: format 1 recorded no space
 
 
 def test_a_model_from_another_scikit_learn_version_is_refitted(
@@ -204,3 +221,119 @@ def test_a_failed_flush_to_disk_keeps_the_previous_file(
         CostPredictor(model="gbm", cv=None).fit_csv(dataset).save(path)
     assert path.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["lat.predictor"]
+
+
+# ---------------------------------------------------------------------- what it was fitted on
+
+
+def test_the_space_of_a_latency_dataset_is_recorded(saved: Path) -> None:
+    manifest = json.loads(entries(saved)["manifest.json"])
+    assert manifest["space"] == {
+        "name": "multi30k",
+        "hash": space_hash(SPACE),
+        "definition": SPACE.to_dict(),
+    }
+    assert manifest["features"]["arch_features"]["schema"] == ArchFeatures.from_space(SPACE).schema
+    loaded = CostPredictor.load(saved)
+    assert loaded.space_ == SPACE
+    loaded.check_fits(SPACE)
+    loaded.check_fits(variant(SPACE, decoder={"layers": [1, 2]}))  # a sub-space is served
+
+
+@pytest.mark.parametrize(
+    ("space", "which"),
+    [
+        (WMT, "qkv_dim is 512, the predictor's 256"),
+        (
+            variant(SPACE, decoder={"ffn_dim": [512, 768, 1024, 2048]}),
+            "decoder.ffn_dim is [512, 768, 1024, 2048], the predictor's [512, 768, 1024]",
+        ),
+        (variant(SPACE, identity_experts=True), "identity_experts is true, the predictor's false"),
+    ],
+)
+def test_a_predictor_of_another_space_is_refused_naming_the_choice(
+    saved: Path, space: SearchSpace, which: str
+) -> None:
+    with pytest.raises(PredictorError) as err:
+        CostPredictor.load(saved).check_fits(space, str(saved))
+    message = str(err.value)
+    assert message.startswith(f"{saved} was fitted on space 'multi30k' ({space_hash(SPACE)})")
+    assert f"search's space {space.name!r} ({space_hash(space)}): {which}, so its" in message
+    assert "python -m automoe.predictors fit --data lat.csv" in message and "\n" not in message
+
+
+def test_without_a_recorded_space_the_search_warns_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]
+) -> None:
+    plain = write_dataset(tmp_path / "plain.csv", SPACE, sidecar=False)
+    predictor = CostPredictor(model="linear", cv=None).fit_csv(plain)
+    assert predictor.space_ is None
+    with caplog.at_level(logging.WARNING):
+        predictor.check_fits(SPACE, "lat.predictor")
+    [record] = caplog.records
+    assert record.getMessage().startswith("lat.predictor records no search space")
+    assert "fit it with --space multi30k to record it" in record.getMessage()
+    argv = ["fit", "--data", str(plain), "--out", str(tmp_path / "m"), "--model", "linear"]
+    assert run_cli(predictors_main, [*argv, "--cv", "2", "--space", "multi30k"]) == 0
+    assert "target latency_ms, space 'multi30k')" in capsys.readouterr().out
+    assert CostPredictor.load(tmp_path / "m").space_ == SPACE
+
+
+def test_a_predictor_that_cannot_featurise_the_space_is_refused(tmp_path: Path) -> None:
+    shallow = variant(SPACE, decoder={"layers": [1, 2], "cross_layers": [1, 2]})
+    table = write_dataset(tmp_path / "shallow.csv", shallow, sidecar=False)
+    predictor = CostPredictor(model="linear", cv=None).fit_csv(table)
+    with pytest.raises(PredictorError, match="feature slots for 4 encoder and 2 decoder layers"):
+        predictor.check_fits(SPACE)
+    generic = tmp_path / "generic.csv"
+    generic.write_text("a,b,latency_ms\n" + "".join(f"{i},{i % 3},{i + 1}\n" for i in range(9)))
+    predictor = CostPredictor(model="linear", cv=None).fit_csv(generic)
+    with pytest.raises(PredictorError, match="not fitted on architecture features"):
+        predictor.check_fits(SPACE)
+
+
+def test_a_space_that_does_not_match_the_table_is_refused(dataset: Path, tmp_path: Path) -> None:
+    with pytest.raises(PredictorError, match=r"measured on space 'multi30k'.*not on the given"):
+        CostPredictor(model="linear", cv=None).fit_csv(dataset, space=WMT)
+    plain = write_dataset(tmp_path / "plain.csv", SPACE, sidecar=False)
+    with pytest.raises(PredictorError, match="feature columns are not those of space 'wmt'"):
+        CostPredictor(model="linear", cv=None).fit_csv(plain, space=WMT)
+
+
+def test_fit_archs_records_the_space_it_was_given() -> None:
+    rng = random.Random(0)
+    archs = [SPACE.sample(rng) for _ in range(20)]
+    features = ArchFeatures.from_space(SPACE)
+    y = synthetic_ms(features.transform(archs))
+    predictor = CostPredictor(model="linear", cv=None).fit_archs(archs, y, features, SPACE)
+    assert predictor.space_ == SPACE
+    with pytest.raises(AutomoeError, match="space 'wmt'"):
+        CostPredictor(model="linear", cv=None).fit_archs(archs, y, features, WMT)
+
+
+def test_the_search_refuses_a_predictor_fitted_for_another_space(
+    tmp_path: Path, tiny_run: Path, tiny_space_file: Path, data_dir: Path
+) -> None:
+    wrong = tmp_path / "multi30k.predictor"
+    CostPredictor(model="linear", cv=None).fit_csv(write_dataset(tmp_path / "m.csv", SPACE)).save(
+        wrong
+    )
+    run = tmp_path / "search"
+    args = [
+        f"--supernet={tiny_run}",
+        f"--run={run}",
+        f"--data-dir={data_dir}",
+        "--valid-size=30",
+        "--threads=1",
+        "--no-progress",
+        "--strategy=random",
+        "--constraint=latency_ms<=1000",
+        "--evaluations=2",
+    ]
+    with pytest.raises(PredictorError, match=r"search's space 'tiny'.*qkv_dim is 32"):
+        search_main([*args, f"--predictor={wrong}"])
+    assert not run.exists()
+    right = tmp_path / "tiny.predictor"
+    table = write_dataset(tmp_path / "t.csv", SearchSpace.load(tiny_space_file))
+    CostPredictor(model="linear", cv=None).fit_csv(table).save(right)
+    assert search_main([*args, f"--predictor={right}"]) == 0
