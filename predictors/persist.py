@@ -71,11 +71,20 @@ def library_versions() -> dict[str, str]:
 
 
 def write_bundle(path: Path, manifest: dict[str, Any], model: object) -> None:
-    """Write atomically: a crash mid-save leaves any earlier file at `path` intact."""
+    """Write atomically (a crash mid-save leaves any earlier file at `path` intact), and only
+    a model that `read_model` will load."""
     import skops.io  # imports every scikit-learn estimator: only when a file is written or read
 
     manifest = {"format": FORMAT, "format_version": FORMAT_VERSION, **manifest}
     state = skops.io.dumps(model, compression=zipfile.ZIP_DEFLATED)
+    foreign = sorted(set(skops.io.get_untrusted_types(data=state)) - set(TRUSTED_TYPES))
+    if foreign:  # a file read_model would refuse is worse than none
+        raise PredictorError(
+            f"cannot save the predictor to {path}: its model holds {', '.join(foreign)}, which "
+            f"automoe.predictors.models.TRUSTED_TYPES lacks (scikit-learn {sklearn.__version__} "
+            "builds this model from other types than automoe was checked with), so it could not "
+            "be loaded back; use another scikit-learn or add the type(s) to TRUSTED_TYPES"
+        )
     try:
         with atomic_path(path) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as bundle:
             bundle.writestr(MANIFEST, json.dumps(manifest, indent=2) + "\n")

@@ -14,6 +14,7 @@ import logging
 import os
 import pickle
 import random
+import shutil
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -221,6 +222,19 @@ def test_a_failed_flush_to_disk_keeps_the_previous_file(
         CostPredictor(model="gbm", cv=None).fit_csv(dataset).save(path)
     assert path.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["lat.predictor"]
+
+
+def test_a_model_that_could_not_be_loaded_back_is_not_saved(
+    dataset: Path, saved: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As with a scikit-learn that builds a model from types TRUSTED_TYPES does not list."""
+    path = Path(shutil.copy(saved, tmp_path / "lat.predictor"))
+    without_trees = tuple(t for t in TRUSTED_TYPES if t != "sklearn.tree._tree.Tree")
+    monkeypatch.setattr("automoe.predictors.persist.TRUSTED_TYPES", without_trees)
+    forest = CostPredictor(model="forest", cv=None).fit_csv(dataset)
+    with pytest.raises(PredictorError, match=r"its model holds sklearn\.tree\._tree\.Tree, which"):
+        forest.save(path)
+    assert path.read_bytes() == saved.read_bytes()
 
 
 # ---------------------------------------------------------------------- what it was fitted on
