@@ -43,6 +43,7 @@ from automoe.data import Tokenizer
 from automoe.errors import AutomoeError, run_cli
 from automoe.experiment import DataSettings, RunData
 from automoe.files import atomic_path, write_text_atomic
+from automoe.predictors.data import sidecar_path
 from automoe.predictors.features import ArchFeatures
 from automoe.runs import load_model_file, pick_device, resolve_arch
 from automoe.space import SearchSpace
@@ -279,11 +280,6 @@ def sample_archs(space: SearchSpace, count: int, seed: int) -> list[ArchConfig]:
         arch = space.sample(rng)
         seen.setdefault(arch.key(), arch)
     return list(seen.values())
-
-
-def sidecar_path(csv_path: Path) -> Path:
-    """Where a latency dataset keeps how it was measured."""
-    return csv_path.with_suffix(csv_path.suffix + ".json")
 
 
 def _supernet_space_tokenizer(

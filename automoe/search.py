@@ -268,6 +268,8 @@ def main(argv: list[str] | None = None) -> int:
         raise AutomoeError(f"{settings['supernet']} is an extracted model; search needs a SuperNet")
     space = _space(settings["space"], net)
     costs = _costs(net, tokenizer, settings, args.data_dir)
+    if costs.predictor is not None:  # one fitted for another space would decide constraints
+        costs.predictor.check_fits(space, settings["predictor"])
     constraints = [Constraint(**c) for c in settings["constraints"]]
     _check_reachable(space, costs, constraints)
     scoring = ScoringSettings(

@@ -6,6 +6,10 @@
 
 Feature columns: every column except the target, --drop columns, arch, arch_key, weights,
 runs and any column ending in _ms or _std (see automoe.predictors.data).
+
+A predictor records the search space its training architectures come from (read from a
+latency dataset's sidecar, or given with --space), and a search over another space refuses
+it (see automoe.predictors.scope).
 """
 
 from __future__ import annotations
@@ -16,12 +20,14 @@ import json
 import sys
 from pathlib import Path
 
+from automoe.argtypes import nonnegative_int, positive_int
 from automoe.errors import AutomoeError, run_cli
 from automoe.predictors.benchmark import markdown, run_benchmark, table_text
 from automoe.predictors.data import read_table
 from automoe.predictors.models import AUTO, MODELS, check_model_names
 from automoe.predictors.plots import learning_curves, scatter
 from automoe.predictors.predictor import CostPredictor
+from automoe.space import SearchSpace
 
 
 def _names(text: str) -> list[str]:
@@ -47,9 +53,14 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--target", default="latency_ms", help="cost column (default latency_ms)")
     f.add_argument("--out", required=True, type=Path, help="file to save the predictor to")
     f.add_argument("--model", default=AUTO, help=f"{AUTO} (lowest CV MAPE) or one of: {models}")
-    f.add_argument("--cv", type=int, default=5, help="cross-validation folds (default 5)")
-    f.add_argument("--seed", type=int, default=0)
+    f.add_argument("--cv", type=positive_int, default=5, help="cross-validation folds (default 5)")
+    f.add_argument("--seed", type=nonnegative_int, default=0)
     f.add_argument("--drop", action="append", help=drop)
+    f.add_argument(
+        "--space",
+        help="search space (preset or YAML) the architectures come from, for a CSV without a "
+        "latency-dataset sidecar (which records it)",
+    )
 
     r = sub.add_parser("predict", help="predict the cost of every row of a CSV")
     r.add_argument("--model", required=True, type=Path, help="a predictor saved by fit")
@@ -63,8 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser("benchmark", help="compare models by k-fold cross-validation")
     b.add_argument("--data", required=True, type=Path, help="cost CSV")
     b.add_argument("--target", default="latency_ms", help="cost column (default latency_ms)")
-    b.add_argument("--folds", type=int, default=5)
-    b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--folds", type=positive_int, default=5)
+    b.add_argument("--seed", type=nonnegative_int, default=0)
     b.add_argument("--models", default=",".join(MODELS), help="comma-separated (default all)")
     b.add_argument("--drop", action="append", help=drop)
     b.add_argument("--out", type=Path, help="folder for the results (default DATA-benchmark/)")
@@ -75,14 +86,18 @@ def fit(args: argparse.Namespace) -> int:
     predictor = CostPredictor(
         model=args.model, target=args.target, cv=args.cv, random_state=args.seed
     )
-    predictor.fit_csv(args.data, drop=_drop(args.drop))
+    space = SearchSpace.load(args.space) if args.space else None
+    predictor.fit_csv(args.data, drop=_drop(args.drop), space=space)
     predictor.save(args.out)
     how = "chosen by" if args.model == AUTO else "scored by"
     print(f"model: {predictor.model_} ({how} {args.cv}-fold CV MAPE)")
     print("| model | CV MAPE (%) | CV RMSE |\n|---|---|---|")
     for name, scores in predictor.cv_results_.items():
         print(f"| {name} | {scores['mape_pct']:.2f} | {scores['rmse']:.4g} |")
-    print(f"saved {args.out} ({predictor.n_features_in_} features, target {args.target})")
+    fitted_on = f"space {predictor.space_.name!r}" if predictor.space_ else "no recorded space"
+    print(
+        f"saved {args.out} ({predictor.n_features_in_} features, target {args.target}, {fitted_on})"
+    )
     return 0
 
 

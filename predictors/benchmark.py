@@ -24,7 +24,7 @@ from sklearn.model_selection import learning_curve
 from threadpoolctl import threadpool_info
 
 from automoe.predictors.data import Table
-from automoe.predictors.models import build_model, check_model_names
+from automoe.predictors.models import build_model, check_model_names, convergence_in_one_line
 from automoe.predictors.persist import file_sha256, library_versions
 from automoe.predictors.validation import kfold
 
@@ -49,9 +49,12 @@ def run_benchmark(table: Table, names: list[str], folds: int, seed: int) -> Benc
     splitter = kfold(len(table.y), folds, seed, str(table.path))
     models: dict[str, Any] = {}
     out_of_fold = {}
-    for name in names:
-        models[name], out_of_fold[name] = _cross_validate(name, table.X, table.y, splitter, seed)
-        models[name]["learning_curve"] = _learning_curve(name, table.X, table.y, splitter, seed)
+    with convergence_in_one_line():
+        for name in names:
+            models[name], out_of_fold[name] = _cross_validate(
+                name, table.X, table.y, splitter, seed
+            )
+            models[name]["learning_curve"] = _learning_curve(name, table.X, table.y, splitter, seed)
     best = min(names, key=lambda name: models[name]["mape_pct"])
     report = {
         "data": {

@@ -14,6 +14,10 @@ measured elsewhere can train a predictor. Which columns are features:
 Every feature cell (and every target cell, when the target is read) must be a finite number;
 a text column that is not a feature must be dropped by name, so that a feature column
 spoilt by one bad cell is reported rather than silently left out.
+
+A table may come with a JSON sidecar (`sidecar_path`: `lat.csv.json` beside `lat.csv`) saying
+how it was made; `python -m automoe.latency dataset` writes one holding the search space the
+architectures were drawn from, which a predictor fitted on the table records.
 """
 
 from __future__ import annotations
@@ -40,6 +44,11 @@ class Table:
     X: np.ndarray
     y: np.ndarray | None
     target: str
+
+
+def sidecar_path(csv_path: Path) -> Path:
+    """Where a cost table keeps how it was measured (`lat.csv` -> `lat.csv.json`)."""
+    return csv_path.with_suffix(csv_path.suffix + ".json")
 
 
 def is_feature(name: str, target: str, drop: Sequence[str]) -> bool:

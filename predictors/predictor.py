@@ -1,9 +1,10 @@
 """`CostPredictor`: a scikit-learn regressor of an architecture's cost (e.g. latency in ms).
 
 It wraps one registered model (`automoe.predictors.models.MODELS`), chosen by cross-validated
-MAPE when `model="auto"`, remembers the feature columns it was fitted on, and saves to a file
-whose JSON manifest is enough to refit it when the pickle no longer loads. It knows
-architectures only through `ArchFeatures`, never a search strategy or the SuperNet.
+MAPE when `model="auto"`, remembers the feature columns and the search space it was fitted on
+(`automoe.predictors.scope`), and saves to a file whose JSON manifest is enough to refit it
+when the stored model no longer loads. It knows architectures only through `ArchFeatures`,
+never a search strategy or the SuperNet.
 """
 
 from __future__ import annotations
@@ -22,8 +23,9 @@ from automoe.arch import ArchConfig
 from automoe.predictors.data import align, column_difference, read_table
 from automoe.predictors.errors import PredictorError
 from automoe.predictors.features import FEATURES_VERSION, ArchFeatures, columns_hash
-from automoe.predictors.models import AUTO, MODELS, build_model
+from automoe.predictors.models import AUTO, MODELS, build_model, convergence_in_one_line
 from automoe.predictors.persist import (
+    REFIT_COMMAND,
     ModelUnreadable,
     file_sha256,
     library_versions,
@@ -31,7 +33,9 @@ from automoe.predictors.persist import (
     read_model,
     write_bundle,
 )
+from automoe.predictors.scope import check_serves, recorded_space, space_record, table_space
 from automoe.predictors.validation import choose_model
+from automoe.space import SearchSpace
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +51,8 @@ class CostPredictor(RegressorMixin, BaseEstimator):
     Fitted attributes: `estimator_` (the fitted regressor), `model_` (its name),
     `cv_results_` (name -> MAPE %/RMSE scores, or None), `n_features_in_`,
     `feature_names_in_` (when fitted with column names), `features_` (the `ArchFeatures`
-    when the columns are architecture features, so `predict_archs` works), and
+    when the columns are architecture features, so `predict_archs` works), `space_` (the
+    `SearchSpace` of the training architectures, or None when not known), and
     `training_data_` (CSV path, sha256, rows and dropped columns, when fitted by `fit_csv`).
     """
 
@@ -70,23 +75,40 @@ class CostPredictor(RegressorMixin, BaseEstimator):
         return self._fit(*_matrix_and_target(X, y), _column_names(X), "the training data")
 
     def fit_archs(
-        self, archs: Sequence[ArchConfig], y: Any, features: ArchFeatures
+        self,
+        archs: Sequence[ArchConfig],
+        y: Any,
+        features: ArchFeatures,
+        space: SearchSpace | None = None,
     ) -> CostPredictor:
-        """Fit on architectures featurised by `features` (kept for `predict_archs`)."""
+        """Fit on architectures featurised by `features` (kept for `predict_archs`), drawn
+        from `space` if given (recorded, so a search over another space refuses it)."""
+        if space is not None:
+            for arch in archs:
+                space.validate(arch)
+            if features != ArchFeatures.from_space(space):
+                raise PredictorError(
+                    f"features {features} are not those of space {space.name!r}; use "
+                    "ArchFeatures.from_space(space)"
+                )
         X, y = _matrix_and_target(features.transform(archs), y)
-        return self._fit(X, y, features.columns, "the architectures")
+        return self._fit(X, y, features.columns, "the architectures", space=space)
 
-    def fit_csv(self, path: str | Path, drop: Sequence[str] = ()) -> CostPredictor:
+    def fit_csv(
+        self, path: str | Path, drop: Sequence[str] = (), space: SearchSpace | None = None
+    ) -> CostPredictor:
         """Fit on a cost CSV (feature rule: `automoe.predictors.data`), recording its sha256
-        so a saved predictor can be refitted from it."""
+        so a saved predictor can be refitted from it, and the search space its architectures
+        come from: the one in its sidecar (`automoe.predictors.scope`), else `space`."""
         table = read_table(path, self.target, drop)
+        measured = table_space(table.path, table.columns, space)
         source = {
             "path": str(table.path.resolve()),
             "sha256": file_sha256(table.path),
             "rows": len(table.X),
             "drop": list(drop),
         }
-        return self._fit(table.X, table.y, table.columns, str(path), source)
+        return self._fit(table.X, table.y, table.columns, str(path), source, space=measured)
 
     def _fit(
         self,
@@ -96,6 +118,7 @@ class CostPredictor(RegressorMixin, BaseEstimator):
         source: str,
         training_data: dict[str, Any] | None = None,
         choice: tuple[str, dict[str, Any] | None] | None = None,
+        space: SearchSpace | None = None,
     ) -> CostPredictor:
         """Fit the chosen model on all rows; `choice` (name, CV table) skips the choice."""
         self._check_params()
@@ -108,16 +131,19 @@ class CostPredictor(RegressorMixin, BaseEstimator):
                     f"{source}: the {self.target} target is 0 in row {zeros[0]}; cross-validation "
                     "scores relative errors (MAPE), which need non-zero costs"
                 )
-            candidates = list(MODELS) if self.model == AUTO else [self.model]
-            choice = choose_model(candidates, X, y, self.cv, self.random_state, source)
-        self.model_, self.cv_results_ = choice
-        self.estimator_ = build_model(self.model_, self.random_state).fit(X, y)
+        with convergence_in_one_line():
+            if choice is None:
+                candidates = list(MODELS) if self.model == AUTO else [self.model]
+                choice = choose_model(candidates, X, y, self.cv, self.random_state, source)
+            self.model_, self.cv_results_ = choice
+            self.estimator_ = build_model(self.model_, self.random_state).fit(X, y)
         self.n_features_in_ = X.shape[1]
         if names is not None:
             self.feature_names_in_ = np.asarray(names, dtype=object)
         elif hasattr(self, "feature_names_in_"):
             del self.feature_names_in_
         self.features_ = ArchFeatures.from_columns(names) if names is not None else None
+        self.space_ = space
         self.training_data_ = training_data
         return self
 
@@ -174,6 +200,12 @@ class CostPredictor(RegressorMixin, BaseEstimator):
         table = read_table(path, self.target, drop, need_target=False, also_drop=recorded)
         return self.estimator_.predict(align(table, list(self.feature_names_in_)))
 
+    def check_fits(self, space: SearchSpace, name: str = "this predictor") -> None:
+        """Refuse to answer a search over `space` unless fitted on all its architectures (the
+        rule: `automoe.predictors.scope`); `name` (e.g. its file) goes in the message."""
+        check_is_fitted(self, "estimator_")
+        check_serves(self.space_, self.features_, space, name)
+
     # ------------------------------------------------------------------ saving
 
     def save(self, path: str | Path) -> None:
@@ -198,6 +230,7 @@ class CostPredictor(RegressorMixin, BaseEstimator):
                     "max_decoder_layers": self.features_.max_decoder_layers,
                 },
             },
+            "space": None if self.space_ is None else space_record(self.space_),
             "target": self.target,
             "training_data": self.training_data_,
             "versions": library_versions(),
@@ -211,7 +244,9 @@ class CostPredictor(RegressorMixin, BaseEstimator):
         expected_columns: Sequence[str] | None = None,
         data: str | Path | None = None,
     ) -> CostPredictor:
-        """A saved predictor, refitted from its training CSV if its pickle no longer loads.
+        """A saved predictor, refitted from its training CSV if its model cannot be used here
+        (a format-1 pickle, another scikit-learn version); one naming an untrusted type is
+        refused (`automoe.predictors.persist`).
 
         `expected_columns`: the feature columns the caller will pass (e.g.
         `ArchFeatures.from_space(space).columns`); a predictor fitted on others is refused
@@ -230,9 +265,9 @@ class CostPredictor(RegressorMixin, BaseEstimator):
             )
         predictor = cls(**manifest["params"])
         try:
-            estimator = read_model(path)
+            estimator = read_model(path, manifest["versions"]["sklearn"])
         except ModelUnreadable as err:
-            return predictor._refit(path, manifest, data, str(err))
+            return predictor._refit(path, manifest, data, err)
         predictor.estimator_ = estimator
         predictor.model_ = manifest["model"]
         predictor.cv_results_ = manifest["cv_scores"]
@@ -240,38 +275,40 @@ class CostPredictor(RegressorMixin, BaseEstimator):
         if columns is not None:
             predictor.feature_names_in_ = np.asarray(columns, dtype=object)
         predictor.features_ = ArchFeatures.from_columns(columns) if columns is not None else None
+        predictor.space_ = recorded_space(manifest["space"], f"{path} (manifest)")
         predictor.training_data_ = manifest["training_data"]
         return predictor
 
     def _refit(
-        self, path: Path, manifest: dict[str, Any], data: str | Path | None, reason: str
+        self, path: Path, manifest: dict[str, Any], data: str | Path | None, err: ModelUnreadable
     ) -> CostPredictor:
         """Rebuild the saved model from its training CSV, after checking it is the same file."""
-        saved = manifest["versions"]["sklearn"]
-        problem = f"cannot load the model in {path} ({reason}; saved with scikit-learn {saved})"
+        problem = f"cannot load the model in {path} ({err})"
+        fit_new = f"fit a new one with `{REFIT_COMMAND} {path}`"
         source = manifest["training_data"]
         if source is None:
             raise PredictorError(
-                f"{problem}, and it records no training CSV to refit from: install "
-                f"scikit-learn=={saved} or fit and save it again"
+                f"{problem}, and it records no training CSV to refit from: "
+                f"{_either(err.remedy, fit_new)}"
             )
         csv = Path(data) if data is not None else Path(source["path"])
         if not csv.is_file():
+            restore = "restore it (or pass its new location: data=/--train-data)"
             raise PredictorError(
-                f"{problem}, and its training data {csv} is not there to refit from: restore "
-                f"it (or pass its new location: data=/--train-data) or install "
-                f"scikit-learn=={saved}"
+                f"{problem}, and its training data {csv} is not there to refit from: "
+                f"{_either(restore, err.remedy, fit_new)}"
             )
         if file_sha256(csv) != source["sha256"]:
             raise PredictorError(
                 f"{problem}, and its training data {csv} has changed since (sha256 differs), so "
-                f"a refit would be another model: restore the original file, install "
-                f"scikit-learn=={saved}, or fit a new predictor on the new data"
+                f"a refit would be another model: "
+                f"{_either('restore the original file', err.remedy, fit_new)}"
             )
         table = read_table(csv, self.target, source["drop"])
         difference = column_difference(table.columns, manifest["features"]["columns"])
         if difference:
             raise PredictorError(f"{problem}; its training data {csv} reads as {difference}")
+        space = recorded_space(manifest["space"], f"{path} (manifest)")
         self._fit(
             table.X,
             table.y,
@@ -279,15 +316,22 @@ class CostPredictor(RegressorMixin, BaseEstimator):
             str(csv),
             source,
             choice=(manifest["model"], manifest["cv_scores"]),
+            space=space or table_space(csv, table.columns, None),
         )
         log.warning(
             "%s: refitted the %s model from %s (%s); save it again to skip this next time",
             path,
             self.model_,
             csv,
-            reason,
+            err,
         )
         return self
+
+
+def _either(*options: str | None) -> str:
+    """'a, b or c' of the options given (None ones left out)."""
+    given = [option for option in options if option]
+    return ", ".join(given[:-1]) + f" or {given[-1]}" if len(given) > 1 else given[0]
 
 
 def _check_schema(path: Path, columns: list[str] | None, expected: list[str]) -> None:

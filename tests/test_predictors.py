@@ -23,14 +23,15 @@ from typing import Any
 import numpy as np
 import pytest
 from sklearn.base import clone, is_regressor
-from sklearn.exceptions import InconsistentVersionWarning, NotFittedError
+from sklearn.exceptions import ConvergenceWarning, NotFittedError
 from sklearn.model_selection import cross_val_score
+from sklearn.neural_network import MLPRegressor
 from sklearn.utils.estimator_checks import parametrize_with_checks
 from threadpoolctl import threadpool_limits
 
 from automoe.arch import ArchConfig
 from automoe.errors import run_cli
-from automoe.predictors import MODELS, ArchFeatures, CostPredictor, PredictorError
+from automoe.predictors import MODELS, ArchFeatures, CostPredictor, ModelSpec, PredictorError
 from automoe.predictors.__main__ import main
 from automoe.space import SearchSpace
 
@@ -241,7 +242,8 @@ def test_manifest_records_schema_versions_data_and_choice(
     assert manifest["features"]["columns"] == FEATURES.columns
     assert manifest["features"]["arch_features"]["schema"] == FEATURES.schema
     assert manifest["target"] == "latency_ms"
-    assert set(manifest["versions"]) == {"python", "numpy", "sklearn", "automoe"}
+    assert set(manifest["versions"]) == {"python", "numpy", "sklearn", "skops", "automoe"}
+    assert manifest["space"] is None  # the CSV has no sidecar and no space was given
     assert manifest["training_data"] == {
         "path": str(data.train_csv.resolve()),
         "sha256": hashlib.sha256(data.train_csv.read_bytes()).hexdigest(),
@@ -261,45 +263,23 @@ def test_schema_mismatch_names_the_difference(saved: tuple[CostPredictor, Path])
         CostPredictor.load(path, expected_columns=ArchFeatures(6, 4).columns)
 
 
-def replace_pickle(source: Path, target: Path, payload: bytes) -> Path:
-    """A copy of a saved predictor whose pickled model is `payload`."""
+def replace_model(source: Path, target: Path, payload: bytes) -> Path:
+    """A copy of a saved predictor whose stored model is `payload`."""
     with zipfile.ZipFile(source) as old, zipfile.ZipFile(target, "w") as new:
         new.writestr("manifest.json", old.read("manifest.json"))
-        new.writestr("model.pkl", payload)
+        new.writestr("model.skops", payload)
     return target
 
 
-def test_unreadable_pickle_is_refitted_from_the_recorded_csv(
+def test_unreadable_model_is_refitted_from_the_recorded_csv(
     data: Data, saved: tuple[CostPredictor, Path], tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     original, path = saved
-    broken = replace_pickle(path, tmp_path / "broken.model", b"not a pickle")
+    broken = replace_model(path, tmp_path / "broken.model", b"not a skops file")
     with caplog.at_level(logging.WARNING):
         loaded = CostPredictor.load(broken, expected_columns=FEATURES.columns)
-    assert "refitted the gbm model from" in caplog.text and "UnpicklingError" in caplog.text
+    assert "refitted the gbm model from" in caplog.text and "BadZipFile" in caplog.text
     assert loaded.cv_results_ == original.cv_results_
-    assert np.array_equal(
-        loaded.predict_archs(data.test_archs), original.predict_archs(data.test_archs)
-    )
-
-
-def test_pickle_from_another_library_version_is_refitted(
-    data: Data,
-    saved: tuple[CostPredictor, Path],
-    monkeypatch: pytest.MonkeyPatch,
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    original, path = saved
-
-    def old_sklearn_pickle(payload: bytes) -> object:
-        warning = InconsistentVersionWarning("GradientBoostingRegressor", "1.9", "0.24")
-        warnings.warn(warning, stacklevel=2)
-        return object()
-
-    monkeypatch.setattr("automoe.predictors.persist.pickle.loads", old_sklearn_pickle)
-    with caplog.at_level(logging.WARNING):
-        loaded = CostPredictor.load(path)
-    assert "InconsistentVersionWarning" in caplog.text
     assert np.array_equal(
         loaded.predict_archs(data.test_archs), original.predict_archs(data.test_archs)
     )
@@ -309,7 +289,7 @@ def test_refit_needs_the_unchanged_training_csv(data: Data, tmp_path: Path) -> N
     train = Path(shutil.copy(data.train_csv, tmp_path / "train.csv"))
     predictor = CostPredictor(model="linear", cv=None).fit_csv(train)
     predictor.save(tmp_path / "ok.model")
-    broken = replace_pickle(tmp_path / "ok.model", tmp_path / "broken.model", b"")
+    broken = replace_model(tmp_path / "ok.model", tmp_path / "broken.model", b"")
     moved = train.rename(tmp_path / "moved.csv")
     with pytest.raises(PredictorError) as err:
         CostPredictor.load(broken)
@@ -325,7 +305,7 @@ def test_refit_needs_the_unchanged_training_csv(data: Data, tmp_path: Path) -> N
 
 def test_refit_impossible_without_a_recorded_csv(data: Data, tmp_path: Path) -> None:
     CostPredictor(model="linear", cv=None).fit(data.X_train, data.y_train).save(tmp_path / "m")
-    broken = replace_pickle(tmp_path / "m", tmp_path / "broken", b"")
+    broken = replace_model(tmp_path / "m", tmp_path / "broken", b"")
     with pytest.raises(PredictorError, match="records no training CSV to refit from"):
         CostPredictor.load(broken)
     with pytest.raises(PredictorError, match="fitted without feature names"):
@@ -342,7 +322,7 @@ def test_load_refuses_files_that_are_not_predictors(tmp_path: Path) -> None:
         bundle.writestr(
             "manifest.json", '{"format": "automoe-cost-predictor", "format_version": 9}'
         )
-    with pytest.raises(PredictorError, match="format version 9; this automoe reads version 1"):
+    with pytest.raises(PredictorError, match="format version 9; this automoe reads version 2"):
         CostPredictor.load(tmp_path / "future.model")
 
 
@@ -449,6 +429,54 @@ def test_module_entry_point_reports_errors_without_traceback(tmp_path: Path) -> 
     )
     assert result.returncode == 2
     assert result.stderr == "error: cannot read nope.csv: No such file or directory\n"
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["fit", "--cv", "0"], "argument --cv: 0 must be a whole number above 0"),
+        (["fit", "--seed", "-1"], "argument --seed: -1 must be a whole number of 0 or more"),
+        (["benchmark", "--folds", "2.5"], "argument --folds: '2.5' is not a int"),
+        (["benchmark", "--seed", "-3"], "argument --seed: -3 must be a whole number of 0 or more"),
+    ],
+)
+def test_cli_numbers_are_checked_when_parsed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], message: str
+) -> None:
+    base = ["--data", str(tmp_path / "t.csv")]
+    if argv[0] == "fit":
+        base += ["--out", str(tmp_path / "m")]
+    with pytest.raises(SystemExit) as exit_info:
+        main([argv[0], *base, *argv[1:]])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1].endswith(message)
+
+
+def test_cli_fit_reports_unconverged_fits_in_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """scikit-learn warns in seven lines per fit that stops at its iteration limit (every CV
+    fold, then the final fit); the user sees one line, logged, and no warning escapes."""
+
+    def hasty_mlp(seed: int) -> MLPRegressor:
+        return MLPRegressor(hidden_layer_sizes=(4,), solver="lbfgs", max_iter=3, random_state=seed)
+
+    monkeypatch.setitem(MODELS, "mlp", ModelSpec(hasty_mlp, "stops after 3 iterations"))
+    table = tmp_path / "t.csv"
+    table.write_text("a,b,cost\n" + "".join(f"{i},{i % 3},{i + 1}\n" for i in range(12)))
+    fit = ["fit", "--data", str(table), "--target", "cost", "--out", str(tmp_path / "m")]
+    bench = ["benchmark", "--data", str(table), "--target", "cost", "--out", str(tmp_path / "b")]
+    with warnings.catch_warnings(record=True) as leaked, caplog.at_level(logging.WARNING):
+        warnings.simplefilter("always")
+        assert run_cli(main, [*fit, "--model", "mlp", "--cv", "3"]) == 0
+        assert run_cli(main, [*bench, "--models", "mlp", "--folds", "3"]) == 0
+    assert [str(w.message) for w in leaked if w.category is ConvergenceWarning] == []
+    ours = [r.getMessage() for r in caplog.records if r.name == "automoe.predictors.models"]
+    fitted, benchmarked = ours
+    assert fitted.startswith("4 model fit(s) stopped at their iteration limit before converging")
+    assert "(scikit-learn: lbfgs failed to converge after 3 iteration(s) (status=1));" in fitted
+    assert "model fit(s) stopped at their iteration limit" in benchmarked
+    assert "\n" not in fitted + benchmarked
 
 
 @parametrize_with_checks([CostPredictor(model="linear", cv=None)])
