@@ -22,6 +22,7 @@ from matplotlib.figure import Figure
 from automoe.pareto import hypervolume_curve
 from automoe.scoring import ArchScorer, ScoringSettings
 from automoe.search import main as search_main
+from automoe.strategies.evolution import EvolutionarySearch, paper_schedule
 
 
 def _rows(run: Path) -> list[dict]:
@@ -55,6 +56,22 @@ def _scaling(supernet: str, sizes: list[int], archs: int, threads: int) -> list[
     return out
 
 
+def _evolution_sizes(population: int | None, evaluations: int) -> str:
+    """The sizes evolution ran with, in words for the report."""
+    if population:
+        return (
+            f"- evolution: population {population}, parents {population // 5}, mutants and "
+            f"crossovers {(2 * population) // 5} each (given with --evolution-population)."
+        )
+    sizes = paper_schedule(evaluations, EvolutionarySearch.defaults["iterations"])
+    return (
+        f"- evolution: the search's default for a budget of {evaluations}, the paper's "
+        f"125/25/50/50 and {sizes['iterations']} iterations scaled down: population "
+        f"{sizes['population']}, parents {sizes['parents']}, {sizes['mutations']} mutants, "
+        f"{sizes['crossovers']} crossovers."
+    )
+
+
 def main() -> None:
     p = base_parser(__doc__)
     p.add_argument("--supernet", required=True)
@@ -72,7 +89,12 @@ def main() -> None:
     )
     p.add_argument("--valid-size", type=int, default=100)
     p.add_argument("--strategies", default="random,evolution,optuna-tpe,optuna-nsga2,nevergrad")
-    p.add_argument("--evolution-population", type=int, default=50)
+    p.add_argument(
+        "--evolution-population",
+        type=int,
+        help="explicit evolution sizes (parents, mutants, crossovers in the paper's 1:2:2 ratio "
+        "to it); default: the search's own scaling of the paper's setting to the budget",
+    )
     p.add_argument(
         "--objectives",
         default="loss,latency_ms",
@@ -93,7 +115,7 @@ def main() -> None:
             if (run / "summary.json").exists():
                 continue
             extra = []
-            if strategy == "evolution":
+            if strategy == "evolution" and args.evolution_population:
                 pop = args.evolution_population
                 extra = [
                     f"--option=population={pop}",
@@ -192,10 +214,7 @@ def main() -> None:
         f"- Hypervolume of the feasible (loss, latency) points against the fixed reference "
         f"point (loss {reference[0]:.4f} = smallest sub-network's loss + 1, latency "
         f"{reference[1]:g} ms = the bound); larger is better.",
-        f"- evolution: population {args.evolution_population}, parents "
-        f"{args.evolution_population // 5}, mutants and crossovers "
-        f"{(2 * args.evolution_population) // 5} each (the paper's 125/25/50/50 scaled to the "
-        "budget).",
+        _evolution_sizes(args.evolution_population, args.evaluations),
         "",
         markdown_table(
             [
