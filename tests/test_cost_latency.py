@@ -13,6 +13,7 @@ from torch import nn
 
 from automoe.arch import ArchConfig
 from automoe.cost.latency import (
+    CLOCKS,
     LatencyInputs,
     LatencySettings,
     measure_latency,
@@ -216,17 +217,18 @@ def test_cpu_clock_does_not_charge_time_the_process_was_not_running() -> None:
 
 
 class _IdleModel(nn.Module):
-    """A model that only idles, `seconds[key]` per encoder call: a machine's speed in a box."""
+    """A model whose every encoder call takes `seconds[key]` on a fake clock: a machine's speed
+    in a box, exact whatever else the machine is doing."""
 
     config = ModelConfig(50, 4, ARCH)
 
-    def __init__(self, seconds: dict[str, float], key: str) -> None:
+    def __init__(self, seconds: dict[str, float], key: str, clock: dict[str, float]) -> None:
         super().__init__()
         self.embed = nn.Embedding(50, 4)
-        self.seconds, self.key = seconds, key
+        self.seconds, self.key, self.clock = seconds, key, clock
 
     def encode(self, src: torch.Tensor, padding: torch.Tensor, **kwargs: object) -> EncoderOutput:
-        time.sleep(self.seconds[self.key])
+        self.clock["now"] += self.seconds[self.key]
         return EncoderOutput([torch.zeros(1, src.shape[1], 4)], padding)
 
     def decode(self, tokens: torch.Tensor, enc: EncoderOutput, **kwargs: object) -> None:
@@ -236,22 +238,27 @@ class _IdleModel(nn.Module):
         return None
 
 
-def test_a_reference_timed_beside_the_model_cancels_the_machines_speed() -> None:
+def test_a_reference_timed_beside_the_model_cancels_the_machines_speed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """The same model on a machine three times slower: raw latency triples, the latency
     rescaled to the reference's fixed speed does not move."""
+    clock = {"now": 0.0}
+    monkeypatch.setitem(CLOCKS, "wall", lambda: clock["now"])
     inputs = LatencyInputs([[4, 5, 6, 7, 8, 9]], [[20, 21, 22, 23]])
     settings = LatencySettings(src_len=6, tgt_len=4, warmup=1, runs=4)
     raw, rescaled = {}, {}
     for slowdown in (1, 3):
         idle = {"model": 0.02 * slowdown, "reference": 0.01 * slowdown}
-        model, reference = _IdleModel(idle, "model"), _IdleModel(idle, "reference")
+        model = _IdleModel(idle, "model", clock)
+        reference = _IdleModel(idle, "reference", clock)
         result = measure_latency(model, inputs, settings, reference)  # type: ignore[arg-type]
-        assert result.reference_ms is not None and result.reference_ms >= 10.0 * slowdown
+        assert result.reference_ms == pytest.approx(10.0 * slowdown)
         raw[slowdown] = result.latency_ms
         rescaled[slowdown] = result.rescaled(10.0)
-    assert raw[3] > 2.0 * raw[1]
-    assert rescaled[3].latency_ms == pytest.approx(rescaled[1].latency_ms, rel=0.1)
-    assert rescaled[1].latency_ms == pytest.approx(20.0, rel=0.1)
+    assert raw[3] == pytest.approx(3.0 * raw[1])
+    assert rescaled[3].latency_ms == pytest.approx(rescaled[1].latency_ms)
+    assert rescaled[1].latency_ms == pytest.approx(20.0)
     scaled = rescaled[1]
     assert scaled.reference_ms == 10.0
     assert scaled.latency_ms == pytest.approx(scaled.encoder_ms + scaled.decoder_ms)
