@@ -17,7 +17,8 @@ Options: `storage_url` (SQLAlchemy URL), `journal_path` (journal file for severa
 processes) or neither (in memory, saved inside `state_dict`); `study_name`; `worker_index`
 (each worker's sampler seeds differ); `heartbeat_interval`, `grace_period` and `max_retry`
 (RDB storage only: a worker's trials whose heartbeat goes stale are failed and retried by the
-next worker to ask). TPE takes `n_startup_trials`, NSGA-II `population_size`.
+next worker to ask). TPE takes `n_startup_trials`, NSGA-II `population_size` or `budget`
+(see `OptunaNSGA2`).
 
 A sampler that has converged keeps proposing architectures already scored (or refused), and
 every refused draw is one more trial to model, so its asks slow down as they repeat. After
@@ -218,10 +219,29 @@ class OptunaTPE(OptunaStrategy):
 
 
 class OptunaNSGA2(OptunaStrategy):
-    """NSGA-II: a genetic algorithm with non-dominated sorting, made for several objectives."""
+    """NSGA-II: a genetic algorithm with non-dominated sorting, made for several objectives.
+
+    Given `budget` (the evaluations the search may score) and no `population_size`, the
+    population is sized so that the budget holds GENERATIONS generations, the paper's
+    iteration count that evolution keeps too; Optuna's default of 50 would leave 6 generations
+    of a 300-evaluation search.
+    """
 
     name = "optuna-nsga2"
-    defaults: ClassVar[Mapping[str, Any]] = {"population_size": 50}
+    defaults: ClassVar[Mapping[str, Any]] = {"population_size": None, "budget": None}
+    GENERATIONS = 15
+    MIN_POPULATION = 4  # NSGA-II needs two parents and some choice between them
+    DEFAULT_POPULATION = 50  # Optuna's own default, used without a budget
+
+    def population(self) -> int:
+        """The population size these options give."""
+        size = self._int_option("population_size", 2, optional=True)
+        if size is not None:
+            return size
+        budget = self._int_option("budget", 1, optional=True)
+        if budget is None:
+            return self.DEFAULT_POPULATION
+        return max(self.MIN_POPULATION, budget // self.GENERATIONS)
 
     def _sampler(self, seed: int) -> BaseSampler:
-        return NSGAIISampler(seed=seed, population_size=self._int_option("population_size", 2))
+        return NSGAIISampler(seed=seed, population_size=self.population())

@@ -494,3 +494,20 @@ def test_optuna_turns_to_random_draws_when_its_sampler_repeats_itself() -> None:
     assert len(freed.study.trials) <= 12 * (5 + 1)
     again = StubbornTPE(space, seed=0, random_after=5, max_tries=30)
     assert [a.key() for a in run(again, 3, 4)] == [a.key() for a in proposed]
+
+
+@pytest.mark.parametrize(
+    ("options", "population"),
+    [
+        ({}, 50),
+        ({"budget": 300}, 20),
+        ({"budget": 30}, 4),
+        ({"budget": 300, "population_size": 8}, 8),
+    ],
+)
+def test_nsga2_sizes_its_population_to_the_budget(options: dict, population: int) -> None:
+    """The search passes its budget: 15 generations fit it unless a population is given."""
+    strategy = get_strategy("optuna-nsga2")(tiny_space(), objectives=("loss", "size"), **options)
+    strategy.ask(1)
+    assert strategy.population() == population
+    assert strategy.study.sampler._population_size == population
