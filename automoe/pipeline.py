@@ -3,7 +3,7 @@
 `supernet/` is a short SuperNet training of a search space on Multi30k en-de, `latency.csv` a
 latency dataset measured here from that SuperNet, `latency.predictor` a cost predictor fitted
 on it. Each stage is skipped when its output exists and resumed when it was interrupted, so
-the whole pipeline costs about a quarter of an hour once on 2 cores and nothing afterwards.
+the whole pipeline costs about 18 minutes once on 2 cores and nothing afterwards.
 A work folder holds the stages of one space; another space needs another folder.
 """
 
@@ -22,7 +22,7 @@ from automoe.train import main as train_main
 
 @dataclass(frozen=True)
 class PipelineSettings:
-    """Sizes of the default stages: about 17 minutes in all on 2 idle CPU cores."""
+    """Sizes of the default stages: about 18 minutes in all on 2 idle CPU cores."""
 
     workdir: Path = Path("runs/pipeline")
     space: str = "multi30k"

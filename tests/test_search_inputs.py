@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from conftest import TINY_SPACE
 
 from automoe.arch import ArchConfig
 from automoe.cost import count_params
@@ -16,31 +17,11 @@ from automoe.runs import RUN_FILE, SUPERNET_FILE, load_model_file
 from automoe.scoring import ArchScorer, ScoringSettings
 from automoe.search import main as search_main
 
-TASK_SPACE = """\
-name: tiny-task
-qkv_dim: 32
-max_experts: 2
-fractional_experts: true
-identity_experts: false
-encoder:
-  embed_dim: [24, 32]
-  layers: [2]
-  ffn_dim: [32, 64]
-  heads: [2, 4]
-  experts: [2]
-  top_k: [1]
-  routing: [task]
-decoder:
-  embed_dim: [24, 32]
-  layers: [1, 2]
-  ffn_dim: [32, 64]
-  self_heads: [2, 4]
-  cross_heads: [2, 4]
-  cross_layers: [1, 2]
-  experts: [2]
-  top_k: [1]
-  routing: [task]
-"""
+TASK_SPACE = (
+    TINY_SPACE.replace("name: tiny", "name: tiny-task")
+    .replace("  experts: [1, 2]\n", "  experts: [2]\n")
+    .replace("  top_k: [1]\n", "  top_k: [1]\n  routing: [task]\n")
+)
 
 
 @pytest.fixture(scope="module")
