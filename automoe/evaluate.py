@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -63,12 +62,10 @@ def main(argv: list[str] | None = None) -> int:
         saved["pairs"] = args.pairs.split(",")
     settings = DataSettings(**saved)
     task_ids = task_ids_for(model, settings.pairs)
-    data = RunData(settings, args.data_dir, tokenizer=tokenizer)
+    data = RunData(settings, args.data_dir, tokenizer=tokenizer, task_ids=task_ids)
     results = []
-    for position, (task, task_id) in enumerate(zip(data.tasks, task_ids, strict=True)):
-        examples = [
-            replace(e, task_id=task_id) for e in data.examples(args.split) if e.task_id == position
-        ]
+    for position, task in enumerate(data.tasks):
+        examples = data.task_examples(args.split, position)
         pairs = data.pairs(args.split, task)
         if args.limit:
             examples, pairs = examples[: args.limit], pairs[: args.limit]

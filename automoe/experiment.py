@@ -6,6 +6,7 @@ validation subset a search scores architectures on is the one training validated
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -82,9 +83,17 @@ class RunData:
         data_dir: str | Path | None = None,
         tokenizer: Tokenizer | None = None,
         cache_dir: str | Path | None = None,
+        task_ids: Sequence[int] | None = None,
     ) -> None:
         self.settings = settings
         self.tasks = settings.tasks
+        # The id each task's examples carry: a trained model's own ids (`runs.task_ids_for`),
+        # never the pair's position in this run's list; positions when training a new model.
+        self.task_ids = list(range(len(self.tasks))) if task_ids is None else list(task_ids)
+        if len(self.task_ids) != len(self.tasks):
+            raise AutomoeError(
+                f"{len(self.task_ids)} task ids for {len(self.tasks)} pairs {settings.pairs}"
+            )
         self.dataset_dir = resolve_dataset_dir(settings.dataset, data_dir)
         spec = get_dataset(settings.dataset)
         for task in self.tasks:
@@ -100,23 +109,29 @@ class RunData:
                 self.dataset_dir, self.tasks, settings.vocab_size, cache, settings.dataset
             )
         self.tokenizer = tokenizer
-        self._examples: dict[str, list[Example]] = {}
+        self._examples: dict[str, list[list[Example]]] = {}
 
     def pairs(self, split: str, task: TranslationTask) -> list[tuple[str, str]]:
         return load_split(self.dataset_dir, split, task.src, task.tgt, self.settings.dataset)
 
     def examples(self, split: str) -> list[Example]:
         """Encoded examples of every task; train is cut to `train_limit` per task if set."""
+        return [e for i in range(len(self.tasks)) for e in self.task_examples(split, i)]
+
+    def task_examples(self, split: str, position: int) -> list[Example]:
+        """The encoded examples of the task at `position` of this run's pairs."""
         if split not in self._examples:
             limit = self.settings.train_limit if split == "train" else 0
-            out: list[Example] = []
-            for task_id, task in enumerate(self.tasks):
+            per_task = []
+            for task, task_id in zip(self.tasks, self.task_ids, strict=True):
                 pairs = self.pairs(split, task)
                 if limit:
                     pairs = pairs[:limit]
-                out += encode_examples(pairs, self.tokenizer, task, task_id, self.settings.max_len)
-            self._examples[split] = out
-        return self._examples[split]
+                per_task.append(
+                    encode_examples(pairs, self.tokenizer, task, task_id, self.settings.max_len)
+                )
+            self._examples[split] = per_task
+        return self._examples[split][position]
 
     def train_batcher(self) -> TokenBatcher:
         """Training batches; several tasks are mixed at `task_temperature` shares."""
@@ -130,13 +145,7 @@ class RunData:
     def valid_examples(self, size: int | None = None) -> list[Example]:
         """The fixed validation subset: the first `size` sentences of every task."""
         size = size or self.settings.valid_size
-        taken: dict[int, int] = {}
-        subset = []
-        for example in self.examples("val"):
-            if taken.get(example.task_id, 0) < size:
-                taken[example.task_id] = taken.get(example.task_id, 0) + 1
-                subset.append(example)
-        return subset
+        return [e for i in range(len(self.tasks)) for e in self.task_examples("val", i)[:size]]
 
     def valid_references(self, size: int | None = None) -> list[str]:
         """Reference translations of `valid_examples(size)`, in the same order."""

@@ -10,14 +10,13 @@ from __future__ import annotations
 import concurrent.futures as cf
 import multiprocessing
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from automoe.arch import ArchConfig
-from automoe.data import TokenBatcher
 from automoe.errors import AutomoeError
 from automoe.evaluation import corpus_bleu, translate_examples, validation_loss
 from automoe.experiment import DataSettings, RunData
@@ -50,17 +49,13 @@ class ArchScorer:
         self.settings = settings
         self.net = model
         data_settings = _run_data_settings(settings.supernet, model)
-        self.data = RunData(data_settings, settings.data_dir, tokenizer=tokenizer)
         try:
-            ids = task_ids_for(model, [task.name for task in self.data.tasks])
+            ids = task_ids_for(model, data_settings.pairs)
         except AutomoeError as err:
             raise AutomoeError(f"cannot score {settings.supernet}: {err}") from None
-        self.examples = [
-            replace(e, task_id=ids[e.task_id])
-            for e in self.data.valid_examples(settings.valid_size)
-        ]
-        batcher = TokenBatcher(self.examples, data_settings.max_tokens, shuffle=False)
-        self.batches = list(batcher.batches())
+        self.data = RunData(data_settings, settings.data_dir, tokenizer=tokenizer, task_ids=ids)
+        self.examples = self.data.valid_examples(settings.valid_size)
+        self.batches = self.data.valid_batches(settings.valid_size)
         self.references = self.data.valid_references(settings.valid_size)
 
     def __call__(self, arch: ArchConfig) -> dict[str, float]:
