@@ -27,16 +27,13 @@ not told to Nevergrad: its DE handles a multi-objective candidate it did not pro
 picking from a set of uids, which no replay reproduces. `recommend()` is not used either:
 `best()`/`front()` come from the strategy's own history of what was actually scored.
 
-DE is the default: with these fixes NGOpt (which picks DiscreteLenglerOnePlusOne, a (1+1)
-evolution, for this space) stays below random search. A synthetic comparison, 10 seeds each:
-300 architectures of the multi30k space scored in batches of 25 on a smooth loss-like objective
-and analytical encoder+decoder MFLOPs, architectures over 300 MFLOPs (about half) refused by
-`is_feasible`, median hypervolume against (smallest architecture's loss + 0.05, 300 MFLOPs):
-random 68.3, DE 70.4, Portfolio 62.7, NGOpt 61.9, DiscreteLenglerOnePlusOne 57.7 (NGOpt before
-these fixes: 65.1, with 1,778 asks for 300 architectures).
+DE is the default: on the strategy benchmark (`benchmarks/results/strategies.md`, 5 seeds of
+300 architectures) it reaches 1.015x random search's median hypervolume; NGOpt (which picks
+DiscreteLenglerOnePlusOne, a (1+1) evolution, for this space) reached 0.955x there before these
+fixes and, in a smaller synthetic comparison after them, still stayed below random.
 
-`budget` and `num_workers` reach the optimizer as given (300 and 25 changed neither DE's nor
-NGOpt's figures above); `python -m automoe.search` does not pass them.
+`budget` and `num_workers` reach the optimizer as given; `python -m automoe.search` passes its
+evaluation budget as `budget`, and `num_workers` stays 1.
 
 Nevergrad optimizers cannot be saved without pickle, so the state holds the sequence of
 proposals and results and `load_state_dict` replays it into a freshly seeded optimizer.
