@@ -30,6 +30,7 @@ from automoe.data import Tokenizer
 from automoe.errors import AutomoeError, run_cli
 from automoe.experiment import TOKENIZER_FILE, DataSettings, RunData
 from automoe.files import previous_path, write_text_atomic
+from automoe.precision import add_precision_option
 from automoe.runs import (
     CHECKPOINT_FILE,
     RUN_FILE,
@@ -92,6 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--update-freq", type=positive_int, help="batches accumulated per update")
     p.add_argument("--sampling", choices=["uniform", "sandwich"])
+    add_precision_option(p, "of forward passes (weights and optimiser stay fp32)", default=None)
     p.add_argument("--seed", type=int)
     p.add_argument(
         "--checkpoint-every",
@@ -256,6 +258,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"--stop-at {args['stop_at']}: the run is already at step {trainer.step}; "
                 "give a later step"
             )
+    print(trainer.precision.line())
+    settings["precision"] = trainer.precision.record()
     _record(run, settings, tokenizer)
     limit = args["time_limit"] * 60 if "time_limit" in args else None
     last = trainer.train(not args.get("no_progress", False), args.get("stop_at"), limit)

@@ -25,6 +25,7 @@ from automoe.errors import AutomoeError
 from automoe.evaluation import validation_loss
 from automoe.files import atomic_path, previous_path
 from automoe.objectives import label_smoothed_loss
+from automoe.precision import resolve_precision
 from automoe.records import RecordLog
 from automoe.schedule import warmup_cosine
 from automoe.supernet.model import load_checkpoint_file
@@ -60,6 +61,7 @@ class TrainSettings:
     update_freq: int = 1
     sampling: str = "uniform"
     seed: int = 1
+    precision: str = "fp32"
     checkpoint_every: int = 200
     validate_every: int = 500
     log_every: int = 10
@@ -108,6 +110,8 @@ class SuperNetTrainer:
             betas=settings.betas,
             weight_decay=settings.weight_decay,
         )
+        self.precision = resolve_precision(settings.precision, self.device)
+        self.scaler = self.precision.grad_scaler()
         self.step = 0
         self.epoch = 0
         self.batch_index = 0
@@ -159,19 +163,27 @@ class SuperNetTrainer:
         loss_sum = nll_sum = balance_sum = 0.0
         for arch in archs:
             for batch in batches:
-                out = self.net.forward_batch(batch, arch)
+                with self.precision.autocast():
+                    out = self.net.forward_batch(batch, arch)
                 part = label_smoothed_loss(
                     out.logits, batch.target, self.net.config.pad_id, s.label_smoothing
                 )
                 share = part.tokens / tokens
                 objective = part.loss / tokens + s.balance_coef * out.balance_loss * share
-                (objective / len(archs)).backward()
+                objective = objective / len(archs)
+                (self.scaler.scale(objective) if self.scaler else objective).backward()
                 loss_sum += float(part.loss.detach())
                 nll_sum += float(part.nll.detach())
                 balance_sum += float(out.balance_loss.detach()) * share
+        if self.scaler is not None:
+            self.scaler.unscale_(self.optimizer)
         if s.clip_norm > 0:
             torch.nn.utils.clip_grad_norm_(self.net.parameters(), s.clip_norm)
-        self.optimizer.step()
+        if self.scaler is not None:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
         self.step += 1
         n = len(archs)
         return {
@@ -187,8 +199,9 @@ class SuperNetTrainer:
 
     def validate(self) -> dict[str, float]:
         space = self.net.space
-        largest = validation_loss(self.net, self.valid_batches, space.largest())
-        smallest = validation_loss(self.net, self.valid_batches, space.smallest())
+        with self.precision.autocast():
+            largest = validation_loss(self.net, self.valid_batches, space.largest())
+            smallest = validation_loss(self.net, self.valid_batches, space.smallest())
         return {"valid_largest_loss": largest.loss, "valid_smallest_loss": smallest.loss}
 
     def train(
@@ -257,7 +270,10 @@ class SuperNetTrainer:
             "batch_index": self.batch_index,
             "elapsed": self.elapsed,
             "torch_rng": torch.get_rng_state(),
+            "precision": self.precision.record(),
         }
+        if self.scaler is not None:
+            state["grad_scaler"] = self.scaler.state_dict()
         if torch.cuda.is_available():
             state["cuda_rng"] = torch.cuda.get_rng_state_all()
         return state
@@ -297,13 +313,14 @@ class SuperNetTrainer:
                     f"cannot resume: {damaged} and {also}; start a new --run"
                 ) from None
             notice = f"{damaged}; resuming from {previous}"
-        self._restore(state, newest if notice is None else previous)
-        if notice is None:
-            return None
-        self._keep_newest = False
-        return f"{notice} at step {self.step} (the steps after it are trained again)"
+        changed = self._restore(state, newest if notice is None else previous)
+        if notice is not None:
+            self._keep_newest = False
+            notice = f"{notice} at step {self.step} (the steps after it are trained again)"
+        return "; ".join(line for line in (notice, changed) if line) or None
 
-    def _restore(self, state: dict[str, Any], path: Path) -> None:
+    def _restore(self, state: dict[str, Any], path: Path) -> str | None:
+        """Load `state`; a line when it was trained in another precision than this run's."""
         saved = {k: v for k, v in state["settings"].items() if k != "max_steps"}
         mine = {k: v for k, v in self.settings.to_dict().items() if k != "max_steps"}
         changed = sorted(k for k in saved if _plain(saved[k]) != _plain(mine.get(k)))
@@ -318,6 +335,8 @@ class SuperNetTrainer:
             raise AutomoeError(f"cannot resume {path}: it holds a SuperNet of another shape")
         self.net.load_state_dict(restored.state_dict())
         self.optimizer.load_state_dict(state["optimizer"])
+        if self.scaler is not None and "grad_scaler" in state:
+            self.scaler.load_state_dict(state["grad_scaler"])
         self.step = state["step"]
         self.epoch = state["epoch"]
         self.batch_index = state["batch_index"]
@@ -326,6 +345,13 @@ class SuperNetTrainer:
         torch.set_rng_state(state["torch_rng"])
         if "cuda_rng" in state and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["cuda_rng"])
+        before = state.get("precision", {}).get("precision", "fp32")
+        if before == self.precision.name:
+            return None
+        return (
+            f"steps up to {self.step} were trained in {before}; the rest run in "
+            f"{self.precision.name} ({self.precision.reason})"
+        )
 
 
 class _Unreadable(Exception):
