@@ -29,8 +29,6 @@ def _checked(kind: type, test: Callable[[float], bool], what: str) -> Callable[[
 positive_int = _checked(int, lambda v: v > 0, "a whole number above 0")
 nonnegative_int = _checked(int, lambda v: v >= 0, "a whole number of 0 or more")
 positive_float = _checked(float, lambda v: math.isfinite(v) and v > 0, "a number above 0")
-nonnegative_float = _checked(
-    float, lambda v: math.isfinite(v) and v >= 0, "a number of 0 or more"
-)
+nonnegative_float = _checked(float, lambda v: math.isfinite(v) and v >= 0, "a number of 0 or more")
 probability = _checked(float, lambda v: 0 <= v <= 1, "a number from 0 to 1")
 positive_float_or_inf = _checked(float, lambda v: v > 0, "a number above 0 (or inf)")

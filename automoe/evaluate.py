@@ -19,6 +19,7 @@ from automoe.errors import AutomoeError, run_cli
 from automoe.evaluation import corpus_bleu, translate_examples, validation_loss
 from automoe.experiment import DataSettings, RunData
 from automoe.files import write_text_atomic
+from automoe.precision import add_precision_option, resolve_precision
 from automoe.runs import (
     RUN_FILE,
     load_model_file,
@@ -45,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-bleu", action="store_true", help="loss only (fast)")
     p.add_argument("--device", default="auto")
     p.add_argument("--threads", type=positive_int)
+    add_precision_option(p, "of the forward passes")
     p.add_argument("--out", help="write the results as JSON here")
     return p
 
@@ -54,8 +56,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     model, tokenizer = load_model_file(args.model)
-    model.to(pick_device(args.device))
+    device = pick_device(args.device)
+    model.to(device)
     arch = resolve_arch(args.arch, model)
+    precision = resolve_precision(args.precision, device)
+    if precision.notice():
+        print(precision.notice())
+    precision.for_inference(model)
     run = Path(args.model)
     saved = read_run_file(run)["data"] if (run / RUN_FILE).is_file() else {}
     if args.pairs:
@@ -73,7 +80,8 @@ def main(argv: list[str] | None = None) -> int:
             raise AutomoeError(f"split {args.split} of {task.name} is empty")
         batches = list(TokenBatcher(examples, settings.max_tokens, shuffle=False).batches())
         started = time.perf_counter()
-        loss = validation_loss(model, batches, arch)
+        with precision.autocast():
+            loss = validation_loss(model, batches, arch)
         row = {
             "pair": task.name,
             "split": args.split,
@@ -82,11 +90,13 @@ def main(argv: list[str] | None = None) -> int:
             "loss": loss.loss,
             "nll": loss.nll,
             "loss_seconds": time.perf_counter() - started,
+            "precision": precision.name,
         }
         if not args.no_bleu:
             started = time.perf_counter()
             decode = DecodeSettings(beam_size=args.beam, length_penalty=args.lenpen)
-            hyps = translate_examples(model, tokenizer, examples, arch, decode)
+            with precision.autocast():
+                hyps = translate_examples(model, tokenizer, examples, arch, decode)
             row["bleu"] = corpus_bleu(hyps, [tgt for _, tgt in pairs])
             row["beam"] = args.beam
             row["translate_seconds"] = time.perf_counter() - started
@@ -94,7 +104,11 @@ def main(argv: list[str] | None = None) -> int:
     _print_table(results)
     if args.out:
         write_text_atomic(
-            args.out, json.dumps({"arch": arch.to_dict(), "results": results}, indent=2)
+            args.out,
+            json.dumps(
+                {"arch": arch.to_dict(), "precision": precision.record(), "results": results},
+                indent=2,
+            ),
         )
     return 0
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 CHOICES = ("fp32", "bf16", "auto")
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -45,6 +46,18 @@ class Precision:
             return nullcontext()
         return torch.autocast(self.device_type, dtype=self.dtype)
 
+    def for_inference(self, model: nn.Module) -> nn.Module:
+        """`model` with its weight matrices in this format (in place), for commands that only
+        run it: under autocast alone every weight is cast again at each decoding step, which
+        at batch 1 costs more than the faster matmuls save. Norm weights, biases and buffers
+        stay fp32, so norms and softmaxes still compute in fp32 as in training."""
+        if self.name != "fp32":
+            matrices = narrowed_parameters(model)
+            for name, param in model.named_parameters():
+                if name in matrices:
+                    param.data = param.data.to(self.dtype)
+        return model
+
     def grad_scaler(self) -> torch.amp.GradScaler | None:
         """fp16's narrow exponent range needs loss scaling; bf16 and fp32 do not."""
         if self.name != "fp16":
@@ -57,8 +70,18 @@ class Precision:
     def line(self) -> str:
         return f"precision: {self.name} ({self.reason})"
 
+    def notice(self) -> str | None:
+        """The line to print: none for plain fp32, which every command assumes by default."""
+        return None if self.requested == "fp32" else self.line()
+
 
 FP32 = Precision("fp32", "cpu", "fp32", "asked for")
+
+
+def narrowed_parameters(model: nn.Module) -> set[str]:
+    """The parameters a low-precision model holds in bf16: the matrices (projections,
+    experts, embeddings), nearly all of its bytes; not the vectors (norms, biases)."""
+    return {name for name, param in model.named_parameters() if param.dim() >= 2}
 
 
 def cpu_bf16_instructions() -> str | None:

@@ -17,6 +17,7 @@ from automoe.arch import ArchConfig, ArchError
 from automoe.data import Tokenizer
 from automoe.errors import AutomoeError
 from automoe.files import atomic_path
+from automoe.precision import narrowed_parameters
 from automoe.space import SpaceError
 from automoe.supernet.model import Transformer, load_checkpoint_file
 from automoe.supernet.supernet import SuperNet
@@ -49,10 +50,29 @@ def read_run_file(run: str | Path) -> dict[str, Any]:
         ) from None
 
 
-def save_with_tokenizer(model: Transformer, tokenizer: Tokenizer, path: str | Path) -> None:
-    """Save a model (SuperNet or extracted) together with its tokenizer, atomically."""
+WEIGHT_FORMATS = {"fp32": torch.float32, "bf16": torch.bfloat16}
+
+
+def save_with_tokenizer(
+    model: Transformer, tokenizer: Tokenizer, path: str | Path, weights: str = "fp32"
+) -> None:
+    """Save a model (SuperNet or extracted) together with its tokenizer, atomically.
+
+    `weights="bf16"` stores the weight matrices in bf16, about half the file, and the rest
+    (norms, biases) in fp32, as a bf16 run holds them. Loading widens them back to fp32
+    exactly, and a bf16 run casts them to the very values saved, so the file translates as
+    the model it came from does in bf16.
+    """
+    data = model.checkpoint()
+    if weights != "fp32":
+        narrow = WEIGHT_FORMATS[weights]
+        params = narrowed_parameters(model)
+        data["state_dict"] = {
+            k: v.to(narrow) if k in params else v for k, v in data["state_dict"].items()
+        }
+        data["weights"] = weights
     with atomic_path(path) as tmp:
-        torch.save({**model.checkpoint(), "tokenizer": tokenizer.model_proto}, tmp)
+        torch.save({**data, "tokenizer": tokenizer.model_proto}, tmp)
 
 
 def load_model_file(path: str | Path) -> tuple[Transformer, Tokenizer]:

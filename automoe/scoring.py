@@ -20,6 +20,7 @@ from automoe.arch import ArchConfig
 from automoe.errors import AutomoeError
 from automoe.evaluation import corpus_bleu, translate_examples, validation_loss
 from automoe.experiment import DataSettings, RunData
+from automoe.precision import resolve_precision
 from automoe.runs import RUN_FILE, load_model_file, read_run_file, task_ids_for
 from automoe.supernet.decode import DecodeSettings
 from automoe.supernet.supernet import SuperNet
@@ -37,6 +38,7 @@ class ScoringSettings:
     data_dir: str | None = None
     beam: int = 1
     threads: int = 1
+    precision: str = "fp32"
 
 
 class ArchScorer:
@@ -47,7 +49,8 @@ class ArchScorer:
         if not isinstance(model, SuperNet):
             raise AutomoeError(f"{settings.supernet} is an extracted model, not a SuperNet")
         self.settings = settings
-        self.net = model
+        self.precision = resolve_precision(settings.precision)
+        self.net = self.precision.for_inference(model)
         data_settings = _run_data_settings(settings.supernet, model)
         try:
             ids = task_ids_for(model, data_settings.pairs)
@@ -60,6 +63,10 @@ class ArchScorer:
 
     def __call__(self, arch: ArchConfig) -> dict[str, float]:
         """`objective` is what the search minimises: the loss, or minus BLEU."""
+        with self.precision.autocast():
+            return self._score(arch)
+
+    def _score(self, arch: ArchConfig) -> dict[str, float]:
         if self.settings.metric == "bleu":
             hyps = translate_examples(
                 self.net,

@@ -31,6 +31,7 @@ from automoe.data import Tokenizer
 from automoe.errors import AutomoeError, run_cli
 from automoe.files import write_text_atomic
 from automoe.pipeline import PipelineSettings, ensure_predictor, ensure_supernet
+from automoe.precision import Precision, add_precision_option, resolve_precision
 from automoe.predictors import CostPredictor
 from automoe.runs import load_model_file
 from automoe.scoring import METRICS, ArchScorer, ScorerPool, ScoringSettings
@@ -92,6 +93,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         help="strategy option KEY=VALUE, e.g. population=50 (repeatable)",
+    )
+    add_precision_option(p, "of scoring and measured latency")
+    p.add_argument(
+        "--allow-precision-mismatch",
+        action="store_true",
+        help="use a latency predictor fitted on latencies of another precision anyway",
     )
     p.add_argument("--threads", type=positive_int, default=2)
     p.add_argument("--no-progress", action="store_true")
@@ -175,6 +182,7 @@ def _new_settings(run: Path, args: argparse.Namespace) -> dict[str, Any]:
         "space": args.space,
         "evaluations": evaluations,
         "valid_size": args.valid_size,
+        "precision": args.precision,
     }
 
 
@@ -214,8 +222,20 @@ def _space(name: str | None, net: SuperNet) -> SearchSpace:
     return space
 
 
+def _precision(settings: dict[str, Any]) -> Precision:
+    """A new search resolves its `--precision` here; a resumed one keeps what it scored in."""
+    used = settings.get("precision_used")
+    if used is not None:
+        return Precision(used["precision"], "cpu", used["requested"], used["reason"])
+    return resolve_precision(settings.get("precision", "fp32"))
+
+
 def _costs(
-    net: SuperNet, tokenizer: Tokenizer, settings: dict[str, Any], data_dir: str | None
+    net: SuperNet,
+    tokenizer: Tokenizer,
+    settings: dict[str, Any],
+    data_dir: str | None,
+    precision: Precision,
 ) -> CostModel:
     predictor = CostPredictor.load(settings["predictor"]) if settings["predictor"] else None
     measure = None
@@ -224,7 +244,9 @@ def _costs(
         inputs = latency_inputs(tokenizer, data_dir, protocol)
 
         def measure(arch: ArchConfig) -> float:
-            return measure_latency(extract(net, arch), inputs, protocol).latency_ms
+            model = precision.for_inference(extract(net, arch))
+            with precision.autocast():
+                return measure_latency(model, inputs, protocol).latency_ms
 
     return CostModel(
         net.config.qkv_dim,
@@ -267,7 +289,11 @@ def main(argv: list[str] | None = None) -> int:
     if not isinstance(net, SuperNet):
         raise AutomoeError(f"{settings['supernet']} is an extracted model; search needs a SuperNet")
     space = _space(settings["space"], net)
-    costs = _costs(net, tokenizer, settings, args.data_dir)
+    precision = _precision(settings)
+    settings["precision_used"] = precision.record()
+    if precision.notice():
+        print(precision.notice())
+    costs = _costs(net, tokenizer, settings, args.data_dir, precision)
     if costs.predictor is not None:  # one fitted for another space would decide constraints
         costs.predictor.check_fits(space, settings["predictor"])
     constraints = [Constraint(**c) for c in settings["constraints"]]
@@ -278,6 +304,7 @@ def main(argv: list[str] | None = None) -> int:
         valid_size=settings["valid_size"],
         data_dir=args.data_dir,
         threads=max(1, args.threads // args.jobs),
+        precision=precision.name,
     )
     pool = ScorerPool(scoring, args.jobs) if args.jobs > 1 else None
     local = None if pool else ArchScorer(scoring)

@@ -106,6 +106,7 @@ def write_results(loop: SearchLoop, run: Path, settings: dict[str, Any], wall: f
             for name, row in zip(files, front, strict=True)
         ],
         "front_sizes": {cost: len(points) for cost, points in fronts.items()},
+        "precision": settings.get("precision_used"),
         "wall_s": wall,
         "ms_per_evaluation": 1000 * sum(r["eval_s"] for r in rows) / max(len(rows), 1),
     }

@@ -258,7 +258,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"--stop-at {args['stop_at']}: the run is already at step {trainer.step}; "
                 "give a later step"
             )
-    print(trainer.precision.line())
+    if trainer.precision.notice():
+        print(trainer.precision.notice())
     settings["precision"] = trainer.precision.record()
     _record(run, settings, tokenizer)
     limit = args["time_limit"] * 60 if "time_limit" in args else None

@@ -15,6 +15,7 @@ from automoe.argtypes import nonnegative_float, nonnegative_int, positive_int
 from automoe.data import Example, TranslationTask, encode_examples, read_lines
 from automoe.errors import AutomoeError, run_cli
 from automoe.evaluation import translate_examples
+from automoe.precision import add_precision_option, resolve_precision
 from automoe.runs import load_model_file, pick_device, resolve_arch, task_ids_for
 from automoe.supernet.decode import DecodeSettings
 from automoe.supernet.model import Transformer
@@ -40,6 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--device", default="auto")
     p.add_argument("--threads", type=positive_int)
+    add_precision_option(p, "of decoding")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -52,8 +54,12 @@ def main(argv: list[str] | None = None) -> int:
     else:
         sources = [line.rstrip("\n") for line in sys.stdin]
     model, tokenizer = load_model_file(args.model)
-    model.to(pick_device(args.device))
+    device = pick_device(args.device)
+    model.to(device)
     arch = resolve_arch(args.arch, model)
+    precision = resolve_precision(args.precision, device)
+    if precision.notice():
+        print(precision.notice(), file=sys.stderr)
     task = TranslationTask.parse(args.pair)
     task_id = _task_id(model, task, args.task_id)
     filled = [i for i, s in enumerate(sources) if s.strip()]
@@ -63,7 +69,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     _check_lengths(examples, filled, model, args.max_len)
     decode = DecodeSettings(beam_size=args.beam, length_penalty=args.lenpen)
-    translations = translate_examples(model, tokenizer, examples, arch, decode)
+    with precision.autocast():
+        translations = translate_examples(
+            precision.for_inference(model), tokenizer, examples, arch, decode
+        )
     out = [""] * len(sources)
     for i, line in zip(filled, translations, strict=True):
         out[i] = line
