@@ -31,6 +31,12 @@ class PipelineSettings:
     latency_archs: int = 120
     latency_runs: int = 10
     threads: int = 2
+    precision: str = "fp32"
+
+    @property
+    def precision_flags(self) -> list[str]:
+        """The stages train and time in the search's precision (fp32 is their default)."""
+        return [] if self.precision == "fp32" else [f"--precision={self.precision}"]
 
     @property
     def supernet_dir(self) -> Path:
@@ -66,6 +72,7 @@ def ensure_supernet(settings: PipelineSettings, progress: bool = True) -> Path:
     if (run / SUPERNET_FILE).is_file():
         return run
     flags = [f"--run={run}", f"--threads={settings.threads}"]
+
     if settings.data_dir:
         flags.append(f"--data-dir={settings.data_dir}")
     if not progress:
@@ -82,6 +89,7 @@ def ensure_supernet(settings: PipelineSettings, progress: bool = True) -> Path:
                 "--warmup-steps=100",
                 "--validate-every=200",
                 "--checkpoint-every=50",
+                *settings.precision_flags,
             ]
         )
     return run
@@ -102,6 +110,7 @@ def ensure_predictor(settings: PipelineSettings, supernet: str, progress: bool =
         f"--count={settings.latency_archs}",
         f"--runs={settings.latency_runs}",
         f"--threads={settings.threads}",
+        *settings.precision_flags,
     ]
     if settings.data_dir:
         flags.append(f"--data-dir={settings.data_dir}")

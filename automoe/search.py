@@ -31,7 +31,7 @@ from automoe.data import Tokenizer
 from automoe.errors import AutomoeError, run_cli
 from automoe.files import write_text_atomic
 from automoe.pipeline import PipelineSettings, ensure_predictor, ensure_supernet
-from automoe.precision import Precision, add_precision_option, resolve_precision
+from automoe.precision import FP32, Precision, add_precision_option, resolve_precision
 from automoe.predictors import CostPredictor
 from automoe.runs import load_model_file
 from automoe.scoring import METRICS, ArchScorer, ScorerPool, ScoringSettings
@@ -156,11 +156,13 @@ def _new_settings(run: Path, args: argparse.Namespace) -> dict[str, Any]:
     objectives = _objectives(_objectives_text(args), args.metric)
     evaluations = DEFAULT_EVALUATIONS if args.evaluations is None else args.evaluations
     options = _strategy_options(get_strategy(args.strategy), _options(args.option), evaluations)
+    precision = resolve_precision(args.precision)
     pipeline = PipelineSettings(
         workdir=Path(args.workdir),
         space=args.space or PipelineSettings.space,
         data_dir=args.data_dir,
         threads=args.threads,
+        precision=precision.name,
     )
     supernet = args.supernet or str(ensure_supernet(pipeline, progress=not args.no_progress))
     predictor = args.predictor
@@ -183,6 +185,7 @@ def _new_settings(run: Path, args: argparse.Namespace) -> dict[str, Any]:
         "evaluations": evaluations,
         "valid_size": args.valid_size,
         "precision": args.precision,
+        "precision_used": precision.record(),
     }
 
 
@@ -223,11 +226,10 @@ def _space(name: str | None, net: SuperNet) -> SearchSpace:
 
 
 def _precision(settings: dict[str, Any]) -> Precision:
-    """A new search resolves its `--precision` here; a resumed one keeps what it scored in."""
-    used = settings.get("precision_used")
-    if used is not None:
-        return Precision(used["precision"], "cpu", used["requested"], used["reason"])
-    return resolve_precision(settings.get("precision", "fp32"))
+    """The precision the search scores in: resolved once when it starts (searches from before
+    `--precision` scored in fp32), so a resumed search keeps it."""
+    used = settings.get("precision_used") or FP32.record()
+    return Precision(used["precision"], "cpu", used["requested"], used["reason"])
 
 
 def _costs(
@@ -290,7 +292,6 @@ def main(argv: list[str] | None = None) -> int:
         raise AutomoeError(f"{settings['supernet']} is an extracted model; search needs a SuperNet")
     space = _space(settings["space"], net)
     precision = _precision(settings)
-    settings["precision_used"] = precision.record()
     if precision.notice():
         print(precision.notice())
     costs = _costs(net, tokenizer, settings, args.data_dir, precision)
