@@ -24,6 +24,7 @@ from automoe.supernet.supernet import SuperNet
 
 RUN_FILE = "run.json"
 SUPERNET_FILE = "supernet.pt"
+MODEL_FILE = "model.pt"  # what `train --arch` writes
 CHECKPOINT_FILE = "checkpoint.pt"
 
 
@@ -79,11 +80,12 @@ def load_model_file(path: str | Path) -> tuple[Transformer, Tokenizer]:
     """A SuperNet or extracted model file, a run folder, or a training checkpoint."""
     path = Path(path)
     if path.is_dir():
-        candidates = [path / SUPERNET_FILE, path / CHECKPOINT_FILE]
+        candidates = [path / SUPERNET_FILE, path / MODEL_FILE, path / CHECKPOINT_FILE]
         found = next((c for c in candidates if c.is_file()), None)
         if found is None:
             raise AutomoeError(
-                f"{path} holds no {SUPERNET_FILE} or {CHECKPOINT_FILE}; train it first"
+                f"{path} holds no {SUPERNET_FILE}, {MODEL_FILE} or {CHECKPOINT_FILE}; train it "
+                "first"
             )
         path = found
     data = load_checkpoint_file(path)

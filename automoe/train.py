@@ -1,10 +1,16 @@
-"""`python -m automoe.train`: train a weight-sharing SuperNet on a translation corpus.
+"""`python -m automoe.train`: train a weight-sharing SuperNet, or one architecture, on a corpus.
 
-The run folder keeps everything needed to continue or reuse the run: `run.json` (every
-setting), `tokenizer.model`, `checkpoint.pt` (model, optimiser, data position, RNG) with the
-one before it as `checkpoint.pt.prev`, `metrics.jsonl`/`metrics.csv` and, once finished,
-`supernet.pt`. `--resume` continues a killed run exactly where its last checkpoint left off
-(from the previous one if the last is damaged).
+    python -m automoe.train --run runs/m30k --space multi30k            # a SuperNet
+    python -m automoe.train --run runs/best --arch runs/search/best.yaml  # one architecture
+
+`--arch` trains a fixed architecture from scratch (the search's winner, a dense or a Switch
+baseline), or from a SuperNet's inherited weights with `--init-from`; the result, `model.pt`,
+is an extracted model that every command accepts. The run folder keeps everything needed to
+continue or reuse the run: `run.json` (every setting), `tokenizer.model`, `checkpoint.pt`
+(model, optimiser, data position, RNG) with the one before it as `checkpoint.pt.prev`,
+`metrics.jsonl`/`metrics.csv` and, once finished, `supernet.pt` or `model.pt`. `--resume`
+continues a killed run exactly where its last checkpoint left off (from the previous one if
+the last is damaged).
 """
 
 from __future__ import annotations
@@ -12,12 +18,13 @@ from __future__ import annotations
 import argparse
 import json
 import math
-from dataclasses import fields
+from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from automoe.arch import ArchConfig
 from automoe.argtypes import (
     nonnegative_float,
     nonnegative_int,
@@ -33,15 +40,19 @@ from automoe.files import previous_path, write_text_atomic
 from automoe.precision import add_precision_option
 from automoe.runs import (
     CHECKPOINT_FILE,
+    MODEL_FILE,
     RUN_FILE,
     SUPERNET_FILE,
+    load_model_file,
     pick_device,
     read_run_file,
     save_with_tokenizer,
+    task_ids_for,
 )
-from automoe.space import SearchSpace
+from automoe.space import SearchSpace, SpaceError
+from automoe.supernet.model import ModelConfig, Transformer, extract
 from automoe.supernet.supernet import SuperNet
-from automoe.trainer import SuperNetTrainer, TrainSettings
+from automoe.trainer import Trainer, TrainSettings
 
 MODEL_KEYS = ("dropout", "attention_dropout", "activation_dropout", "capacity_factor")
 RESUMABLE = {
@@ -66,6 +77,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run", required=True, help="run folder (created if missing)")
     p.add_argument("--resume", action="store_true", help="continue the run folder's training")
     p.add_argument("--space", help="search space: preset name (multi30k, wmt) or YAML file")
+    p.add_argument(
+        "--arch",
+        help="train this one architecture (YAML/JSON, e.g. a search's best.yaml; within "
+        "--space) instead of a SuperNet",
+    )
+    p.add_argument(
+        "--init-from",
+        help="with --arch: start from this SuperNet's inherited weights (run folder or file); "
+        "its tokenizer, space and pairs are used",
+    )
     p.add_argument("--data-dir", help="folder holding multi30k/ (else $AUTOMOE_DATA_DIR, cache)")
     p.add_argument("--pairs", help="comma-separated pairs, e.g. en-de or en-de,en-fr,en-cs")
     p.add_argument("--vocab-size", type=positive_int, help="joint SentencePiece vocabulary")
@@ -123,23 +144,62 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _settings_from_args(args: dict[str, Any]) -> dict[str, Any]:
+    if "init_from" in args and "arch" not in args:
+        raise AutomoeError("--init-from needs --arch: the architecture to inherit weights for")
+    base: dict[str, Any] = {}
+    space = SearchSpace.load(args.get("space", "multi30k"))
+    if "init_from" in args:
+        base, space = _supernet_defaults(args["init_from"], "space" in args)
     data = DataSettings(
         **{
-            f.name: args[f.name]
-            for f in fields(DataSettings)
-            if f.name in args and f.name not in ("pairs",)
-        },
-        **({"pairs": tuple(args["pairs"].split(","))} if "pairs" in args else {}),
+            **base,
+            **{
+                f.name: args[f.name]
+                for f in fields(DataSettings)
+                if f.name in args and f.name not in ("pairs",)
+            },
+            **({"pairs": tuple(args["pairs"].split(","))} if "pairs" in args else {}),
+        }
     )
     train = TrainSettings(**{f.name: args[f.name] for f in fields(TrainSettings) if f.name in args})
     data.seed = train.seed
     model = {k: args[k] for k in MODEL_KEYS if k in args}
-    return {
-        "space": SearchSpace.load(args.get("space", "multi30k")).to_dict(),
+    settings = {
+        "space": space.to_dict(),
         "data": data.to_dict(),
         "train": train.to_dict(),
         "model": model,
     }
+    if "arch" in args:
+        arch = ArchConfig.load(args["arch"])
+        try:
+            space.validate(arch)
+        except SpaceError as err:
+            raise SpaceError(
+                f"--arch {args['arch']}: {err}; train it within the space it was searched in "
+                "(--space)"
+            ) from None
+        settings["arch"] = arch.to_dict()
+    if "init_from" in args:
+        settings["init_from"] = str(Path(args["init_from"]).resolve())
+    return settings
+
+
+def _supernet_defaults(path: str, space_given: bool) -> tuple[dict[str, Any], SearchSpace]:
+    """The data settings and space of the SuperNet `--init-from` names: the fine-tuned model
+    must read text with its tokenizer and route tasks by its ids."""
+    if space_given:
+        raise AutomoeError("--space with --init-from: the architecture lies in the SuperNet's")
+    net, tokenizer = load_model_file(path)
+    if not isinstance(net, SuperNet):
+        raise AutomoeError(f"--init-from {path}: an extracted model, not a SuperNet")
+    folder = Path(path) if Path(path).is_dir() else Path(path).parent
+    data = read_run_file(folder)["data"] if (folder / RUN_FILE).is_file() else {}
+    data = {k: v for k, v in data.items() if k != "seed"}
+    data["vocab_size"] = tokenizer.vocab_size
+    if net.config.task_names:
+        data.setdefault("pairs", list(net.config.task_names))
+    return data, net.space
 
 
 def _resume_settings(run: Path, args: dict[str, Any]) -> dict[str, Any]:
@@ -164,25 +224,24 @@ def _new_settings(run: Path, args: dict[str, Any]) -> dict[str, Any]:
 
 def _build_trainer(
     run: Path, settings: dict[str, Any], tokenizer: Tokenizer | None, device: str
-) -> tuple[SuperNetTrainer, Tokenizer]:
+) -> tuple[Trainer, Tokenizer]:
     """The run's SuperNet and trainer; reads the corpus, writes nothing."""
     data_settings = DataSettings(**settings["data"])
     train_settings = TrainSettings(
         **{**settings["train"], "betas": tuple(settings["train"]["betas"])}
     )
+    supernet = None
+    if settings.get("init_from"):
+        supernet, tokenizer = load_model_file(settings["init_from"])
     data = RunData(data_settings, settings.get("data_dir"), tokenizer=tokenizer)
     space = SearchSpace.from_dict(settings["space"], source=str(run / RUN_FILE))
     torch.manual_seed(train_settings.seed)
-    net = SuperNet.build(
-        space,
-        data.tokenizer.vocab_size,
-        max_positions=max(256, data_settings.max_len + 2),
-        num_tasks=len(data.tasks),
-        task_names=tuple(task.name for task in data.tasks),
-        **settings["model"],
-    )
+    net = _build_model(settings, space, data, supernet)
+    if supernet is not None:  # examples carry the SuperNet's task ids, not positions
+        ids = task_ids_for(net, data_settings.pairs)
+        data = RunData(data_settings, settings.get("data_dir"), data.tokenizer, task_ids=ids)
     batcher = data.train_batcher()
-    trainer = SuperNetTrainer(
+    trainer = Trainer(
         net,
         lambda epoch: list(batcher.batches(epoch)),
         data.valid_batches(),
@@ -193,10 +252,40 @@ def _build_trainer(
     return trainer, data.tokenizer
 
 
-def _model_is_stale(run: Path) -> bool:
-    """True when `supernet.pt` is missing or older than the final checkpoint (a kill between
-    the two writes)."""
-    model, checkpoint = run / SUPERNET_FILE, run / CHECKPOINT_FILE
+def _build_model(
+    settings: dict[str, Any], space: SearchSpace, data: RunData, supernet: Transformer | None
+) -> Transformer:
+    """The SuperNet of the space; or, with an arch, that one model, fresh or inherited."""
+    model_settings = settings["model"]
+    if supernet is not None:
+        inherited = extract(supernet, ArchConfig.from_dict(settings["arch"]))
+        net = Transformer(replace(inherited.config, **model_settings))
+        net.load_state_dict(inherited.state_dict())
+        return net
+    shape = {
+        "max_positions": max(256, data.settings.max_len + 2),
+        "num_tasks": len(data.tasks),
+        "task_names": tuple(task.name for task in data.tasks),
+        **model_settings,
+    }
+    if "arch" not in settings:
+        return SuperNet.build(space, data.tokenizer.vocab_size, **shape)
+    arch = ArchConfig.from_dict(settings["arch"])
+    routers = arch.routing_modes or ("token",)
+    config = ModelConfig(data.tokenizer.vocab_size, space.qkv_dim, arch, routers=routers, **shape)
+    return Transformer(config)
+
+
+def _final_path(trainer: Trainer) -> Path:
+    """`supernet.pt` for a SuperNet, `model.pt` for one architecture."""
+    name = SUPERNET_FILE if isinstance(trainer.net, SuperNet) else MODEL_FILE
+    return trainer.run_dir / name
+
+
+def _model_is_stale(trainer: Trainer) -> bool:
+    """True when the final model file is missing or older than the final checkpoint (a kill
+    between the two writes)."""
+    model, checkpoint = _final_path(trainer), trainer.checkpoint_path
     if not model.exists():
         return True
     return checkpoint.exists() and model.stat().st_mtime_ns < checkpoint.stat().st_mtime_ns
@@ -213,8 +302,8 @@ def _record(run: Path, settings: dict[str, Any], tokenizer: Tokenizer) -> None:
         tokenizer.save(run)
 
 
-def _finish(trainer: SuperNetTrainer, tokenizer: Tokenizer, last: dict[str, Any]) -> None:
-    save_with_tokenizer(trainer.net, tokenizer, trainer.run_dir / SUPERNET_FILE)
+def _finish(trainer: Trainer, tokenizer: Tokenizer, last: dict[str, Any]) -> None:
+    save_with_tokenizer(trainer.net, tokenizer, _final_path(trainer))
     summary = {k: v for k, v in last.items() if k.startswith("valid") or k in ("step", "loss")}
     print(json.dumps(summary))
 
@@ -245,8 +334,9 @@ def main(argv: list[str] | None = None) -> int:
         if notice:
             print(notice)
         if trainer.step >= max_steps:
-            if trainer.step == planned_steps and _model_is_stale(run):
-                print(f"{run}: training had finished; writing the {SUPERNET_FILE} it did not save")
+            if trainer.step == planned_steps and _model_is_stale(trainer):
+                name = _final_path(trainer).name
+                print(f"{run}: training had finished; writing the {name} it did not save")
                 _finish(trainer, tokenizer, {"step": trainer.step})
             else:
                 print(

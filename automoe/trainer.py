@@ -1,4 +1,5 @@
-"""SuperNet training: one sampled sub-network per update, checkpointed so a kill loses nothing.
+"""Training: a SuperNet (one sampled sub-network per update) or one fixed architecture (a
+searched winner or a baseline), checkpointed so a kill loses nothing.
 
 Every random choice is either derived from (seed, step) — the sub-network, the batch order of
 an epoch — or drawn from torch's generator, whose state the checkpoint saves. A run resumed
@@ -19,6 +20,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
+from automoe.arch import ArchConfig
 from automoe.arch_sampling import step_archs
 from automoe.data import Batch
 from automoe.errors import AutomoeError
@@ -28,7 +30,7 @@ from automoe.objectives import label_smoothed_loss
 from automoe.precision import resolve_precision
 from automoe.records import RecordLog
 from automoe.schedule import warmup_cosine
-from automoe.supernet.model import load_checkpoint_file
+from automoe.supernet.model import Transformer, load_checkpoint_file
 from automoe.supernet.supernet import SuperNet
 
 TRAINER_FORMAT = "automoe-trainer/1"
@@ -81,17 +83,19 @@ METRIC_FIELDS = [
     "tokens_per_s",
     "elapsed_s",
     "arch",
+    "valid_loss",
     "valid_largest_loss",
     "valid_smallest_loss",
 ]
 
 
-class SuperNetTrainer:
-    """Owns the optimiser, the data position and the run folder of one SuperNet training."""
+class Trainer:
+    """Owns the optimiser, the data position and the run folder of one training: of a SuperNet,
+    or of a plain `Transformer`, which trains its own architecture at every step."""
 
     def __init__(
         self,
-        supernet: SuperNet,
+        supernet: Transformer,
         epoch_batches: Callable[[int], Sequence[Batch]],
         valid_batches: Sequence[Batch],
         settings: TrainSettings,
@@ -152,7 +156,7 @@ class SuperNetTrainer:
     def train_step(self) -> dict[str, Any]:
         """One update: every micro-batch of it trains the step's sub-network(s)."""
         s = self.settings
-        archs = step_archs(self.net.space, s.seed, self.step, s.sampling)
+        archs = self._step_archs()
         lr = self._lr(self.step)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
@@ -197,9 +201,18 @@ class SuperNetTrainer:
             "arch": archs[-1].key(),
         }
 
+    def _step_archs(self) -> list[ArchConfig]:
+        if isinstance(self.net, SuperNet):
+            s = self.settings
+            return step_archs(self.net.space, s.seed, self.step, s.sampling)
+        return [self.net.default_arch]
+
     def validate(self) -> dict[str, float]:
-        space = self.net.space
+        """A SuperNet's largest and smallest sub-networks, or a fixed model's own loss."""
         with self.precision.autocast():
+            if not isinstance(self.net, SuperNet):
+                return {"valid_loss": validation_loss(self.net, self.valid_batches).loss}
+            space = self.net.space
             largest = validation_loss(self.net, self.valid_batches, space.largest())
             smallest = validation_loss(self.net, self.valid_batches, space.smallest())
         return {"valid_largest_loss": largest.loss, "valid_smallest_loss": smallest.loss}
@@ -240,7 +253,7 @@ class SuperNetTrainer:
                     )
                 if self.step % s.validate_every == 0 or self.step == s.max_steps:
                     row.update(self.validate())
-                if self.step % s.log_every == 0 or "valid_largest_loss" in row:
+                if self.step % s.log_every == 0 or any(k.startswith("valid_") for k in row):
                     now = time.perf_counter()
                     row["tokens_per_s"] = window_tokens / max(now - window_start, 1e-9)
                     row["elapsed_s"] = self.elapsed
@@ -330,9 +343,9 @@ class SuperNetTrainer:
                 f"cannot resume {path}: settings differ from the checkpoint's ({diffs}); "
                 "rerun with the original settings or start a new run folder"
             )
-        restored = SuperNet.from_checkpoint(state["model"], str(path))
+        restored = type(self.net).from_checkpoint(state["model"], str(path))
         if restored.config != self.net.config:
-            raise AutomoeError(f"cannot resume {path}: it holds a SuperNet of another shape")
+            raise AutomoeError(f"cannot resume {path}: it holds a model of another shape")
         self.net.load_state_dict(restored.state_dict())
         self.optimizer.load_state_dict(state["optimizer"])
         if self.scaler is not None and "grad_scaler" in state:
