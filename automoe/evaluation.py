@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import sacrebleu
+from sacrebleu.metrics import BLEU, CHRF
 
 from automoe.arch import ArchConfig
 from automoe.data import Batch, Example, TokenBatcher, Tokenizer
@@ -72,3 +73,16 @@ def translate_examples(
 def corpus_bleu(hypotheses: Sequence[str], references: Sequence[str]) -> float:
     """sacrebleu's default 13a-tokenised corpus BLEU on detokenised text."""
     return float(sacrebleu.corpus_bleu(list(hypotheses), [list(references)]).score)
+
+
+def translation_scores(hypotheses: Sequence[str], references: Sequence[str]) -> dict[str, object]:
+    """BLEU and chrF with sacrebleu's signatures, so a figure says exactly how it was computed
+    and compares with others' only when the signatures match."""
+    refs = [list(references)]
+    bleu, chrf = BLEU(), CHRF()
+    return {
+        "bleu": float(bleu.corpus_score(list(hypotheses), refs).score),
+        "bleu_signature": str(bleu.get_signature()),
+        "chrf": float(chrf.corpus_score(list(hypotheses), refs).score),
+        "chrf_signature": str(chrf.get_signature()),
+    }

@@ -113,3 +113,29 @@ def test_impossible_architecture_runs_are_refused(
     with pytest.raises(SpaceError, match="encoder_embed_dim"):
         train_main([*base, f"--arch={outside}", f"--space={tiny_space_file}"])
     assert not (tmp_path / "run").exists()
+
+
+def test_evaluate_scores_a_test_set_of_the_users_own(
+    tmp_path: Path, tiny_run: Path, data_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Given the corpus split's own files, --src/--ref give the split's figures; BLEU and chrF
+    come with sacrebleu's signatures; misaligned files are refused."""
+    multi30k = data_dir / "multi30k"
+    src, ref = multi30k / "val.en.gz", multi30k / "val.de.gz"
+    common = [f"--model={tiny_run}", f"--data-dir={data_dir}", "--limit=12", "--beam=1"]
+    figures = {}
+    for name, extra in (("split", ["--split=val"]), ("files", [f"--src={src}", f"--ref={ref}"])):
+        out = tmp_path / f"{name}.json"
+        assert evaluate_main([*common, *extra, f"--out={out}"]) == 0
+        figures[name] = json.loads(out.read_text())["results"][0]
+    for key in ("sentences", "bleu", "chrf"):
+        assert figures["files"][key] == pytest.approx(figures["split"][key])
+    assert figures["files"]["bleu_signature"].startswith("nrefs:1|case:mixed|eff:no|tok:13a")
+    assert "nc:6" in figures["files"]["chrf_signature"]
+    assert "BLEU nrefs:1" in capsys.readouterr().out
+    short = tmp_path / "short.de"
+    short.write_text("ein Hund\n")
+    with pytest.raises(AutomoeError, match=r"has 1014 lines but --ref .* has 1;"):
+        evaluate_main([*common, f"--src={src}", f"--ref={short}"])
+    with pytest.raises(AutomoeError, match="--src and --ref together"):
+        evaluate_main([*common, f"--src={src}"])
