@@ -9,8 +9,9 @@ regressor fitted on a measured table answers instead:
 
 or from a CSV: `python -m automoe.predictors fit --data lat.csv --out lat.model`, then
 `CostPredictor.load("lat.model").check_fits(space, precision="fp32")`, which refuses a
-predictor fitted on another search space or on latencies measured in another number format. A new regressor is one entry in `MODELS` (and its types in
-`TRUSTED_TYPES`, the only ones a saved predictor may hold).
+predictor fitted on another search space or on latencies measured in another number format.
+A new regressor is one entry in `MODELS` (and its types in `TRUSTED_TYPES`, the only ones a
+saved predictor may hold).
 """
 
 from automoe.predictors.data import NON_FEATURE_COLUMNS, NON_FEATURE_SUFFIXES, Table, read_table

@@ -2,9 +2,9 @@
 
 It wraps one registered model (`automoe.predictors.models.MODELS`), chosen by cross-validated
 MAPE when `model="auto"`, remembers the feature columns, the search space and the number format
-of the latencies it was fitted on (`automoe.predictors.scope`), and saves to a file whose JSON manifest is enough to refit it
-when the stored model no longer loads. It knows architectures only through `ArchFeatures`,
-never a search strategy or the SuperNet.
+of the latencies it was fitted on (`automoe.predictors.scope`), and saves to a file whose JSON
+manifest is enough to refit it when the stored model no longer loads. It knows architectures
+only through `ArchFeatures`, never a search strategy or the SuperNet.
 """
 
 from __future__ import annotations
