@@ -79,6 +79,12 @@ def recorded_precision(meta: Mapping[str, Any]) -> str:
     return (meta.get("precision") or {}).get("precision", "fp32")
 
 
+def precision_option(name: str) -> str:
+    """The `--precision` choice that measures in format `name` (fp16 is what bf16 resolves to
+    on a GPU without bf16)."""
+    return "bf16" if name == "fp16" else name
+
+
 def is_feature(name: str, target: str, drop: Sequence[str]) -> bool:
     """Whether column `name` is a feature under the rule in this module's docstring."""
     return not (

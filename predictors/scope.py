@@ -30,7 +30,12 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from automoe.predictors.data import column_difference, read_sidecar, sidecar_path
+from automoe.predictors.data import (
+    column_difference,
+    precision_option,
+    read_sidecar,
+    sidecar_path,
+)
 from automoe.predictors.errors import PredictorError
 from automoe.predictors.features import ArchFeatures
 from automoe.space import SearchSpace
@@ -139,13 +144,12 @@ def check_precision(fitted: str, wanted: str, name: str, allow_other: bool) -> N
             wanted,
         )
         return
-    option = "bf16" if wanted == "fp16" else wanted  # a GPU without bf16 resolves bf16 to fp16
     raise PredictorError(
         f"{name} was fitted on latencies measured in {fitted}, but the search runs in "
         f"{wanted}, and latencies of one number format do not predict another's: measure a "
-        f"dataset with `python -m automoe.latency dataset --precision {option} --out lat.csv` "
-        f"on the search's device and refit (`python -m automoe.predictors fit --data lat.csv "
-        f"--out PREDICTOR`), or pass --allow-precision-mismatch to use it anyway"
+        f"dataset with `python -m automoe.latency dataset --precision {precision_option(wanted)} "
+        "--out lat.csv` on the search's device and refit (`python -m automoe.predictors fit "
+        "--data lat.csv --out PREDICTOR`), or pass --allow-precision-mismatch to use it anyway"
     )
 
 
