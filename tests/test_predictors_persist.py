@@ -430,3 +430,12 @@ def test_fit_archs_and_a_refit_keep_the_format(
     with caplog.at_level(logging.WARNING):
         assert CostPredictor.load(old).precision_ == "bf16"
     assert "refitted the linear model" in caplog.text
+
+
+@pytest.mark.parametrize(("text", "problem"), [("{", "cannot read"), ("[]", "not a JSON object")])
+def test_a_damaged_sidecar_is_refused_not_ignored(tmp_path: Path, text: str, problem: str) -> None:
+    """Ignoring it would fit a predictor that records neither space nor format."""
+    table = write_dataset(tmp_path / "lat.csv", SPACE)
+    table.with_suffix(".csv.json").write_text(text)
+    with pytest.raises(PredictorError, match=rf"{problem}.*; repair or remove it"):
+        CostPredictor(model="linear", cv=None).fit_csv(table)
