@@ -17,6 +17,12 @@ sub-network right after every run and reports each latency at one fixed speed of
 reference: measured once when a dataset starts (kept in its sidecar, so a resumed or
 extended dataset uses the same), or given with `--reference-ms`. `raw_ms` keeps the
 unscaled figure and `reference_ms` the reference's own, as timed beside it.
+
+`--precision` (fp32, bf16, auto; `automoe.precision`) sets the number format every model,
+the reference included, is timed in. It is resolved once per run and recorded with the result
+(the dataset's sidecar, `measure`'s report): a dataset is only resumed or merged in the format
+it was measured in (fp32 for sidecars that record none), and a predictor fitted on it carries
+the format, so latencies of one format never pass for another's.
 """
 
 from __future__ import annotations
@@ -43,7 +49,8 @@ from automoe.data import Tokenizer
 from automoe.errors import AutomoeError, run_cli
 from automoe.experiment import DataSettings, RunData
 from automoe.files import atomic_path, write_text_atomic
-from automoe.predictors.data import sidecar_path
+from automoe.precision import Precision, add_precision_option, resolve_precision
+from automoe.predictors.data import precision_option, recorded_precision, sidecar_path
 from automoe.predictors.features import ArchFeatures
 from automoe.runs import load_model_file, pick_device, resolve_arch
 from automoe.space import SearchSpace
@@ -63,6 +70,9 @@ RESULT_COLUMNS = [
     "reference_ms",
     "raw_ms",
 ]
+# Sidecar keys a resumed dataset or a merged pass need not repeat as a whole: the machine may
+# change between runs, and a precision is compared by its resolved name (its reason varies).
+NOT_COMPARED = ("machine", "precision")
 
 
 def _add_protocol(p: argparse.ArgumentParser) -> None:
@@ -90,6 +100,7 @@ def _add_protocol(p: argparse.ArgumentParser) -> None:
         help="the reference's latency at the speed to report (default: measured once)",
     )
     p.add_argument("--device", default="cpu", help="cpu or cuda")
+    add_precision_option(p, "every model is timed in")
     p.add_argument("--data-dir", help="folder holding multi30k/ (for the real sentences)")
 
 
@@ -139,8 +150,16 @@ def _calibrated(reference: Transformer, inputs: LatencyInputs, settings: Latency
     return measure_latency(reference, inputs, longer).latency_ms
 
 
+def _precision(args: argparse.Namespace, device: torch.device) -> Precision:
+    """The run's one precision, announced on stderr (`measure`'s stdout is its JSON report)."""
+    precision = resolve_precision(args.precision, device)
+    print(precision.line(), file=sys.stderr)
+    return precision
+
+
 def measure(args: argparse.Namespace) -> int:
     device = pick_device(args.device)
+    precision = _precision(args, device)
     model, tokenizer = load_model_file(args.model)
     arch = resolve_arch(args.arch, model)
     settings = _settings(args)
@@ -151,10 +170,12 @@ def measure(args: argparse.Namespace) -> int:
             raise AutomoeError("--reference needs a SuperNet run; this is an extracted model")
         reference = extract(model, resolve_arch(args.reference, model)).to(device)
     sub = extract(model, arch) if isinstance(model, SuperNet) else model
-    raw = measure_latency(sub.to(device), inputs, settings, reference)
+    with precision.autocast():
+        raw = measure_latency(sub.to(device), inputs, settings, reference)
     result, extra = raw, {}
     if reference is not None:
-        speed = args.reference_ms or _calibrated(reference, inputs, settings)
+        with precision.autocast():
+            speed = args.reference_ms or _calibrated(reference, inputs, settings)
         result = raw.rescaled(speed)
         extra = {
             "raw_ms": raw.latency_ms,
@@ -168,6 +189,7 @@ def measure(args: argparse.Namespace) -> int:
         "weights": "trained",
         "inputs": "real sentences (Multi30k val, en-de)",
         "protocol": {**settings.to_dict(), "threads": args.threads},
+        "precision": precision.record(),
         "machine": machine_info(device),
     }
     print(json.dumps(report, indent=2))
@@ -243,7 +265,17 @@ class LatencyDataset:
     def resume(self, meta: dict[str, Any]) -> None:
         """Refuse settings other than the saved ones; drop a torn last row to measure it again."""
         if self.saved is not None:
-            differs = sorted(k for k in meta if k != "machine" and self.saved.get(k) != meta[k])
+            saved, now = recorded_precision(self.saved), recorded_precision(meta)
+            if saved != now:
+                raise AutomoeError(
+                    f"{self.path} holds latencies measured in {saved}, but this run measures in "
+                    f"{now} ({meta['precision']['reason']}), and formats do not mix in one "
+                    f"dataset: rerun with --precision {precision_option(saved)} on a device "
+                    f"that computes {saved}, or choose another --out"
+                )
+            differs = sorted(
+                k for k in meta if k not in NOT_COMPARED and self.saved.get(k) != meta[k]
+            )
             if differs:
                 raise AutomoeError(
                     f"{self.path} was measured with other settings ({', '.join(differs)}); "
@@ -297,6 +329,7 @@ def _supernet_space_tokenizer(
 
 def dataset(args: argparse.Namespace) -> int:
     device = pick_device(args.device)
+    precision = _precision(args, device)
     settings = _settings(args)
     supernet, space, tokenizer = _supernet_space_tokenizer(args)
     archs = sample_archs(space, args.count, args.seed)
@@ -318,7 +351,8 @@ def dataset(args: argparse.Namespace) -> int:
     speed = None
     if reference is not None:
         saved = (table.saved or {}).get("reference") or {}
-        speed = args.reference_ms or saved.get("ms") or _calibrated(reference, inputs, settings)
+        with precision.autocast():
+            speed = args.reference_ms or saved.get("ms") or _calibrated(reference, inputs, settings)
     weights = "trained" if supernet is not None else "random"
     table.resume(
         {
@@ -330,12 +364,15 @@ def dataset(args: argparse.Namespace) -> int:
             if reference is None
             else {"arch": reference.default_arch.to_dict(), "ms": speed},
             "seed": args.seed,
+            "precision": precision.record(),
             "machine": machine_info(device),
         }
     )
     todo = [a for a in archs if a.key() not in table.done]
     for arch in tqdm(todo, disable=args.no_progress, unit="arch", desc="latency"):
-        raw = measure_latency(build(arch), inputs, settings, reference)
+        model = build(arch)
+        with precision.autocast():
+            raw = measure_latency(model, inputs, settings, reference)
         row = dict(zip(features.columns, features.transform([arch])[0].tolist(), strict=True))
         row.update(arch_key=arch.key(), arch=arch.to_json(), weights=weights)
         row.update((raw if speed is None else raw.rescaled(speed)).to_dict())
@@ -376,17 +413,25 @@ def merge_passes(paths: list[Path], out: Path) -> int:
     """Write the per-architecture mean of `paths`: passes of one dataset measured at different
     times, so that a slow phase of the machine weighs on each architecture only in part.
 
-    Passes must hold the same architectures measured with the same protocol and reference
-    speed; rows keep the first pass's order. Returns the number of architectures.
+    Passes must hold the same architectures measured with the same protocol, reference
+    speed and precision; rows keep the first pass's order. Returns the number of architectures.
     """
     if len(paths) < 2:
         raise AutomoeError("merge needs at least two passes of one dataset")
     first_rows, first_meta = _read_pass(paths[0])
-    fixed = {k: v for k, v in first_meta.items() if k != "machine"}
+    fixed = {k: v for k, v in first_meta.items() if k not in NOT_COMPARED}
+    precision = recorded_precision(first_meta)
     keys = {row["arch_key"] for row in first_rows}
-    passes = []
+    passes, records = [], []
     for path in paths:
         rows, meta = _read_pass(path)
+        if recorded_precision(meta) != precision:
+            raise AutomoeError(
+                f"{path} holds latencies measured in {recorded_precision(meta)}, {paths[0]} in "
+                f"{precision}: merge passes of one precision (measure both with the same "
+                "--precision)"
+            )
+        records.append(meta.get("precision"))
         differs = sorted(k for k in fixed if meta.get(k) != fixed[k])
         if differs:
             raise AutomoeError(
@@ -408,7 +453,12 @@ def merge_passes(paths: list[Path], out: Path) -> int:
         writer = csv.DictWriter(f, fieldnames=list(first_rows[0]))
         writer.writeheader()
         writer.writerows(merged_rows)
-    merged = {**first_meta, "passes": [str(path.resolve()) for path in paths]}
+    common = records[0] if records.count(records[0]) == len(records) else None
+    merged = {
+        **first_meta,
+        "precision": common or {"precision": precision},
+        "passes": [str(path.resolve()) for path in paths],
+    }
     write_text_atomic(sidecar_path(out), json.dumps(merged, indent=2) + "\n")
     return len(first_rows)
 

@@ -8,9 +8,10 @@ regressor fitted on a measured table answers instead:
     predictor.predict_archs(candidates)   # 10,000 candidates: well under a second
 
 or from a CSV: `python -m automoe.predictors fit --data lat.csv --out lat.model`, then
-`CostPredictor.load("lat.model").check_fits(space)`, which refuses a predictor fitted on
-another search space. A new regressor is one entry in `MODELS` (and its types in
-`TRUSTED_TYPES`, the only ones a saved predictor may hold).
+`CostPredictor.load("lat.model").check_fits(space, precision="fp32")`, which refuses a
+predictor fitted on another search space or on latencies measured in another number format.
+A new regressor is one entry in `MODELS` (and its types in `TRUSTED_TYPES`, the only ones a
+saved predictor may hold).
 """
 
 from automoe.predictors.data import NON_FEATURE_COLUMNS, NON_FEATURE_SUFFIXES, Table, read_table

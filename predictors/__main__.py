@@ -8,8 +8,9 @@ Feature columns: every column except the target, --drop columns, arch, arch_key,
 runs and any column ending in _ms or _std (see automoe.predictors.data).
 
 A predictor records the search space its training architectures come from (read from a
-latency dataset's sidecar, or given with --space), and a search over another space refuses
-it (see automoe.predictors.scope).
+latency dataset's sidecar, or given with --space) and the number format its latencies were
+measured in (the sidecar's, else fp32); a search over another space, or in another format,
+refuses it (see automoe.predictors.scope).
 """
 
 from __future__ import annotations
@@ -96,7 +97,8 @@ def fit(args: argparse.Namespace) -> int:
         print(f"| {name} | {scores['mape_pct']:.2f} | {scores['rmse']:.4g} |")
     fitted_on = f"space {predictor.space_.name!r}" if predictor.space_ else "no recorded space"
     print(
-        f"saved {args.out} ({predictor.n_features_in_} features, target {args.target}, {fitted_on})"
+        f"saved {args.out} ({predictor.n_features_in_} features, target {args.target}, "
+        f"{fitted_on}, measured in {predictor.precision_})"
     )
     return 0
 

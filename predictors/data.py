@@ -17,15 +17,19 @@ spoilt by one bad cell is reported rather than silently left out.
 
 A table may come with a JSON sidecar (`sidecar_path`: `lat.csv.json` beside `lat.csv`) saying
 how it was made; `python -m automoe.latency dataset` writes one holding the search space the
-architectures were drawn from, which a predictor fitted on the table records.
+architectures were drawn from and the number format (fp32, bf16) the latencies were measured
+in, both of which a predictor fitted on the table records. A table without a sidecar, or a
+sidecar from before latencies recorded a format, was measured in fp32.
 """
 
 from __future__ import annotations
 
 import csv
-from collections.abc import Sequence
+import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -49,6 +53,36 @@ class Table:
 def sidecar_path(csv_path: Path) -> Path:
     """Where a cost table keeps how it was measured (`lat.csv` -> `lat.csv.json`)."""
     return csv_path.with_suffix(csv_path.suffix + ".json")
+
+
+def read_sidecar(csv_path: Path) -> dict[str, Any]:
+    """The sidecar of a cost table (empty when it has none); an unreadable one is refused."""
+    sidecar = sidecar_path(csv_path)
+    if not sidecar.is_file():
+        return {}
+    try:
+        meta = json.loads(sidecar.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        raise PredictorError(
+            f"cannot read {sidecar}, the sidecar of {csv_path}: {err}; repair or remove it"
+        ) from None
+    if not isinstance(meta, dict):
+        raise PredictorError(
+            f"{sidecar}, the sidecar of {csv_path}, is not a JSON object; repair or remove it"
+        )
+    return meta
+
+
+def recorded_precision(meta: Mapping[str, Any]) -> str:
+    """The format a table's latencies were measured in, from its sidecar: the resolved name of
+    its `precision` record (`automoe.precision.Precision.record`), fp32 when it has none."""
+    return (meta.get("precision") or {}).get("precision", "fp32")
+
+
+def precision_option(name: str) -> str:
+    """The `--precision` choice that measures in format `name` (fp16 is what bf16 resolves to
+    on a GPU without bf16)."""
+    return "bf16" if name == "fp16" else name
 
 
 def is_feature(name: str, target: str, drop: Sequence[str]) -> bool:

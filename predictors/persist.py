@@ -1,8 +1,9 @@
 """The saved-predictor file: a zip holding `manifest.json` and the fitted model in skops format.
 
 The manifest is plain JSON (`unzip -p MODEL manifest.json`) and says everything needed to
-trust or rebuild the model: feature columns, the search space it was fitted on, target, chosen
-model and CV scores, library versions and the training CSV with its sha256.
+trust or rebuild the model: feature columns, the search space and the number format of the
+latencies it was fitted on, target, chosen model and CV scores, library versions and the
+training CSV with its sha256.
 
 The model is stored with skops (`skops.io`), which writes an object's state, not code: loading
 builds only the types in `TRUSTED_TYPES` and skops's own safe set (plain data, numpy arrays,
@@ -124,6 +125,7 @@ def read_manifest(path: Path) -> dict[str, Any]:
             f"{path}: {MANIFEST} lacks {missing}; fit and save the predictor again"
         )
     manifest.setdefault("space", None)  # format 1 recorded none
+    manifest.setdefault("precision", "fp32")  # latencies were all fp32 before it was recorded
     return manifest
 
 

@@ -1,10 +1,10 @@
 """`CostPredictor`: a scikit-learn regressor of an architecture's cost (e.g. latency in ms).
 
 It wraps one registered model (`automoe.predictors.models.MODELS`), chosen by cross-validated
-MAPE when `model="auto"`, remembers the feature columns and the search space it was fitted on
-(`automoe.predictors.scope`), and saves to a file whose JSON manifest is enough to refit it
-when the stored model no longer loads. It knows architectures only through `ArchFeatures`,
-never a search strategy or the SuperNet.
+MAPE when `model="auto"`, remembers the feature columns, the search space and the number format
+of the latencies it was fitted on (`automoe.predictors.scope`), and saves to a file whose JSON
+manifest is enough to refit it when the stored model no longer loads. It knows architectures
+only through `ArchFeatures`, never a search strategy or the SuperNet.
 """
 
 from __future__ import annotations
@@ -20,7 +20,13 @@ from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.utils.validation import check_array, check_is_fitted, check_X_y
 
 from automoe.arch import ArchConfig
-from automoe.predictors.data import align, column_difference, read_table
+from automoe.predictors.data import (
+    align,
+    column_difference,
+    read_sidecar,
+    read_table,
+    recorded_precision,
+)
 from automoe.predictors.errors import PredictorError
 from automoe.predictors.features import FEATURES_VERSION, ArchFeatures, columns_hash
 from automoe.predictors.models import AUTO, MODELS, build_model, convergence_in_one_line
@@ -33,7 +39,13 @@ from automoe.predictors.persist import (
     read_model,
     write_bundle,
 )
-from automoe.predictors.scope import check_serves, recorded_space, space_record, table_space
+from automoe.predictors.scope import (
+    check_precision,
+    check_serves,
+    recorded_space,
+    space_record,
+    table_space,
+)
 from automoe.predictors.validation import choose_model
 from automoe.space import SearchSpace
 
@@ -52,8 +64,11 @@ class CostPredictor(RegressorMixin, BaseEstimator):
     `cv_results_` (name -> MAPE %/RMSE scores, or None), `n_features_in_`,
     `feature_names_in_` (when fitted with column names), `features_` (the `ArchFeatures`
     when the columns are architecture features, so `predict_archs` works), `space_` (the
-    `SearchSpace` of the training architectures, or None when not known), and
-    `training_data_` (CSV path, sha256, rows and dropped columns, when fitted by `fit_csv`).
+    `SearchSpace` of the training architectures, or None when not known), `precision_` (the
+    number format its latencies were measured in: fp32, bf16 or fp16; fp32 unless the training
+    table's sidecar or `fit_archs` says otherwise, and for predictors saved before it was
+    recorded), and `training_data_` (CSV path, sha256, rows and dropped columns, when fitted
+    by `fit_csv`).
     """
 
     def __init__(
@@ -80,9 +95,11 @@ class CostPredictor(RegressorMixin, BaseEstimator):
         y: Any,
         features: ArchFeatures,
         space: SearchSpace | None = None,
+        precision: str = "fp32",
     ) -> CostPredictor:
         """Fit on architectures featurised by `features` (kept for `predict_archs`), drawn
-        from `space` if given (recorded, so a search over another space refuses it)."""
+        from `space` if given (recorded, so a search over another space refuses it), their
+        costs measured in `precision` (recorded, so a search in another refuses it)."""
         if space is not None:
             for arch in archs:
                 space.validate(arch)
@@ -92,23 +109,35 @@ class CostPredictor(RegressorMixin, BaseEstimator):
                     "ArchFeatures.from_space(space)"
                 )
         X, y = _matrix_and_target(features.transform(archs), y)
-        return self._fit(X, y, features.columns, "the architectures", space=space)
+        return self._fit(
+            X, y, features.columns, "the architectures", space=space, precision=precision
+        )
 
     def fit_csv(
         self, path: str | Path, drop: Sequence[str] = (), space: SearchSpace | None = None
     ) -> CostPredictor:
         """Fit on a cost CSV (feature rule: `automoe.predictors.data`), recording its sha256
-        so a saved predictor can be refitted from it, and the search space its architectures
-        come from: the one in its sidecar (`automoe.predictors.scope`), else `space`."""
+        so a saved predictor can be refitted from it, the search space its architectures
+        come from: the one in its sidecar (`automoe.predictors.scope`), else `space`, and the
+        number format its latencies were measured in (the sidecar's, else fp32)."""
         table = read_table(path, self.target, drop)
         measured = table_space(table.path, table.columns, space)
+        precision = recorded_precision(read_sidecar(table.path))
         source = {
             "path": str(table.path.resolve()),
             "sha256": file_sha256(table.path),
             "rows": len(table.X),
             "drop": list(drop),
         }
-        return self._fit(table.X, table.y, table.columns, str(path), source, space=measured)
+        return self._fit(
+            table.X,
+            table.y,
+            table.columns,
+            str(path),
+            source,
+            space=measured,
+            precision=precision,
+        )
 
     def _fit(
         self,
@@ -119,6 +148,7 @@ class CostPredictor(RegressorMixin, BaseEstimator):
         training_data: dict[str, Any] | None = None,
         choice: tuple[str, dict[str, Any] | None] | None = None,
         space: SearchSpace | None = None,
+        precision: str = "fp32",
     ) -> CostPredictor:
         """Fit the chosen model on all rows; `choice` (name, CV table) skips the choice."""
         self._check_params()
@@ -144,6 +174,7 @@ class CostPredictor(RegressorMixin, BaseEstimator):
             del self.feature_names_in_
         self.features_ = ArchFeatures.from_columns(names) if names is not None else None
         self.space_ = space
+        self.precision_ = precision
         self.training_data_ = training_data
         return self
 
@@ -200,11 +231,21 @@ class CostPredictor(RegressorMixin, BaseEstimator):
         table = read_table(path, self.target, drop, need_target=False, also_drop=recorded)
         return self.estimator_.predict(align(table, list(self.feature_names_in_)))
 
-    def check_fits(self, space: SearchSpace, name: str = "this predictor") -> None:
-        """Refuse to answer a search over `space` unless fitted on all its architectures (the
-        rule: `automoe.predictors.scope`); `name` (e.g. its file) goes in the message."""
+    def check_fits(
+        self,
+        space: SearchSpace,
+        name: str = "this predictor",
+        *,
+        precision: str = "fp32",
+        allow_other_precision: bool = False,
+    ) -> None:
+        """Refuse to answer a search over `space` in `precision` unless fitted on all its
+        architectures, timed in that precision (the rules: `automoe.predictors.scope`);
+        `allow_other_precision` turns the latter into a warning. `name` (e.g. its file) goes
+        in the message."""
         check_is_fitted(self, "estimator_")
         check_serves(self.space_, self.features_, space, name)
+        check_precision(self.precision_, precision, name, allow_other_precision)
 
     # ------------------------------------------------------------------ saving
 
@@ -231,6 +272,7 @@ class CostPredictor(RegressorMixin, BaseEstimator):
                 },
             },
             "space": None if self.space_ is None else space_record(self.space_),
+            "precision": self.precision_,
             "target": self.target,
             "training_data": self.training_data_,
             "versions": library_versions(),
@@ -276,6 +318,7 @@ class CostPredictor(RegressorMixin, BaseEstimator):
             predictor.feature_names_in_ = np.asarray(columns, dtype=object)
         predictor.features_ = ArchFeatures.from_columns(columns) if columns is not None else None
         predictor.space_ = recorded_space(manifest["space"], f"{path} (manifest)")
+        predictor.precision_ = manifest["precision"]
         predictor.training_data_ = manifest["training_data"]
         return predictor
 
@@ -317,6 +360,7 @@ class CostPredictor(RegressorMixin, BaseEstimator):
             source,
             choice=(manifest["model"], manifest["cv_scores"]),
             space=space or table_space(csv, table.columns, None),
+            precision=manifest["precision"],
         )
         log.warning(
             "%s: refitted the %s model from %s (%s); save it again to skip this next time",

@@ -15,6 +15,11 @@ that was not fitted on every architecture the search may ask about:
   be checked: the search warns once and uses it, because tables measured elsewhere are
   supported; one without architecture features, or with fewer layer slots than S needs,
   cannot predict S's architectures at all and is refused.
+
+Latencies also belong to the number format they were measured in: bf16 is faster than fp32
+by a factor that depends on the architecture and the machine, so a predictor records the
+format of its training table (`recorded_precision`) and a search in another format refuses it,
+unless told to use it anyway (then it warns once).
 """
 
 from __future__ import annotations
@@ -25,7 +30,12 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from automoe.predictors.data import column_difference, sidecar_path
+from automoe.predictors.data import (
+    column_difference,
+    precision_option,
+    read_sidecar,
+    sidecar_path,
+)
 from automoe.predictors.errors import PredictorError
 from automoe.predictors.features import ArchFeatures
 from automoe.space import SearchSpace
@@ -55,23 +65,17 @@ def table_space(csv: Path, columns: list[str], given: SearchSpace | None) -> Sea
     the table's.
     """
     space = given
-    sidecar = sidecar_path(csv)
-    if sidecar.is_file():
-        try:
-            meta = json.loads(sidecar.read_text())
-        except (OSError, UnicodeDecodeError, ValueError) as err:
+    meta = read_sidecar(csv)
+    if meta.get("space") is not None:
+        sidecar = sidecar_path(csv)
+        measured = SearchSpace.from_dict(meta["space"], f"{sidecar} (space)")
+        if given is not None and given != measured:
             raise PredictorError(
-                f"cannot read {sidecar}, the sidecar of {csv}: {err}; repair or remove it"
-            ) from None
-        if isinstance(meta, dict) and meta.get("space") is not None:
-            measured = SearchSpace.from_dict(meta["space"], f"{sidecar} (space)")
-            if given is not None and given != measured:
-                raise PredictorError(
-                    f"{csv} was measured on space {measured.name!r} ({space_hash(measured)}, "
-                    f"recorded in {sidecar}), not on the given space {given.name!r} "
-                    f"({space_hash(given)}); leave out --space or fit on a dataset of that space"
-                )
-            space = measured
+                f"{csv} was measured on space {measured.name!r} ({space_hash(measured)}, "
+                f"recorded in {sidecar}), not on the given space {given.name!r} "
+                f"({space_hash(given)}); leave out --space or fit on a dataset of that space"
+            )
+        space = measured
     if space is not None:
         difference = column_difference(columns, ArchFeatures.from_space(space).columns)
         if difference:
@@ -122,6 +126,30 @@ def check_serves(
         name,
         space.name,
         _space_option(space),
+    )
+
+
+def check_precision(fitted: str, wanted: str, name: str, allow_other: bool) -> None:
+    """Refuse `name`, fitted on latencies measured in `fitted`, for a search in `wanted`;
+    with `allow_other`, warn once instead."""
+    if fitted == wanted:
+        return
+    if allow_other:
+        log.warning(
+            "%s was fitted on latencies measured in %s, but the search runs in %s: using it "
+            "anyway (--allow-precision-mismatch), so its latencies may be off by the speed "
+            "difference of the two formats",
+            name,
+            fitted,
+            wanted,
+        )
+        return
+    raise PredictorError(
+        f"{name} was fitted on latencies measured in {fitted}, but the search runs in "
+        f"{wanted}, and latencies of one number format do not predict another's: measure a "
+        f"dataset with `python -m automoe.latency dataset --precision {precision_option(wanted)} "
+        "--out lat.csv` on the search's device and refit (`python -m automoe.predictors fit "
+        "--data lat.csv --out PREDICTOR`), or pass --allow-precision-mismatch to use it anyway"
     )
 
 

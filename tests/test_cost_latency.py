@@ -6,6 +6,7 @@ import csv
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -511,3 +512,126 @@ def test_merge_keeps_the_previous_output_when_writing_fails(
         latency_main(["merge", *map(str, passes), f"--out={merged}"])
     assert (merged.read_bytes(), merged.with_suffix(".csv.json").read_bytes()) == before
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+
+
+@pytest.fixture
+def bf16_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A CPU that computes bf16, whatever this machine's is."""
+    monkeypatch.setattr("automoe.precision.cpu_bf16_instructions", lambda: "avx512_bf16")
+
+
+@pytest.fixture
+def autocast_seen(monkeypatch: pytest.MonkeyPatch) -> list[torch.dtype | None]:
+    """The autocast dtype (None: off) every `measure_latency` of the command ran under."""
+    import automoe.latency as command
+
+    seen: list[torch.dtype | None] = []
+    real = command.measure_latency
+
+    def recording(*args: Any, **kwargs: Any) -> Any:
+        on = torch.is_autocast_enabled("cpu")
+        seen.append(torch.get_autocast_dtype("cpu") if on else None)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(command, "measure_latency", recording)
+    return seen
+
+
+def _precision_of(path: Path) -> Any:
+    return json.loads(path.with_suffix(".csv.json").read_text()).get("precision")
+
+
+def test_measure_times_in_bf16_and_reports_it(
+    tiny_run: Path,
+    data_dir: Path,
+    capsys: pytest.CaptureFixture[str],
+    bf16_cpu: None,
+    autocast_seen: list[torch.dtype | None],
+) -> None:
+    args = ["measure", f"--model={tiny_run}", "--runs=2", "--warmup=0", "--threads=1"]
+    assert latency_main([*args, f"--data-dir={data_dir}", "--reference=smallest"]) == 0
+    out, err = capsys.readouterr()
+    report = json.loads(out)
+    assert report["precision"] == {"precision": "fp32", "requested": "fp32", "reason": "asked for"}
+    assert err.count("precision: fp32 (asked for)") == 1
+    assert autocast_seen == [None, None]  # the model beside the reference, the reference alone
+    assert latency_main([*args, f"--data-dir={data_dir}", "--precision=bf16"]) == 0
+    out, err = capsys.readouterr()
+    report = json.loads(out)
+    assert report["precision"]["precision"] == "bf16" and report["latency_ms"] > 0
+    assert err.count("precision: bf16 (asked for; the CPU has avx512_bf16)") == 1
+    assert autocast_seen == [None, None, torch.bfloat16]
+
+
+def test_a_dataset_records_its_precision_and_grows_only_in_it(
+    tmp_path: Path,
+    tiny_space_file: Path,
+    tiny_run: Path,
+    data_dir: Path,
+    bf16_cpu: None,
+    autocast_seen: list[torch.dtype | None],
+) -> None:
+    out = tmp_path / "lat.csv"
+    base = [*_dataset_args(out, tiny_space_file, tiny_run, data_dir), "--reference=smallest"]
+    assert latency_main([*base, "--count=2", "--precision=bf16"]) == 0
+    assert autocast_seen == [torch.bfloat16] * 3  # the reference's speed, then each arch
+    assert _precision_of(out) == {
+        "precision": "bf16",
+        "requested": "bf16",
+        "reason": "asked for; the CPU has avx512_bf16",
+    }
+    before = out.read_bytes()
+    with pytest.raises(
+        AutomoeError,
+        match=rf"^{out} holds latencies measured in bf16, but this run measures in fp32 \(asked "
+        r"for\), .*rerun with --precision bf16 on a device that computes bf16, or choose",
+    ):
+        latency_main([*base, "--count=3"])
+    assert out.read_bytes() == before
+    assert latency_main([*base, "--count=3", "--precision=bf16"]) == 0
+    assert len(_rows(out)) == 3 and autocast_seen[3:] == [torch.bfloat16]
+
+
+def test_a_dataset_from_before_precisions_were_recorded_is_fp32(
+    tmp_path: Path, tiny_space_file: Path, tiny_run: Path, data_dir: Path, bf16_cpu: None
+) -> None:
+    out = tmp_path / "lat.csv"
+    base = _dataset_args(out, tiny_space_file, tiny_run, data_dir)
+    assert latency_main([*base, "--count=1"]) == 0
+    meta = json.loads(out.with_suffix(".csv.json").read_text())
+    assert meta.pop("precision")["precision"] == "fp32"
+    out.with_suffix(".csv.json").write_text(json.dumps(meta))
+    with pytest.raises(AutomoeError, match="measured in fp32, but this run measures in bf16"):
+        latency_main([*base, "--count=2", "--precision=bf16"])
+    assert latency_main([*base, "--count=2"]) == 0
+    assert len(_rows(out)) == 2 and _precision_of(out) is None  # the sidecar is kept as it was
+
+
+def test_merge_refuses_passes_of_different_precisions(
+    tmp_path: Path, tiny_space_file: Path, tiny_run: Path, data_dir: Path, bf16_cpu: None
+) -> None:
+    """Pass a measured in bf16; b, c and d copies of it whose sidecars say bf16 for another
+    reason, fp32, and nothing (a sidecar from before precisions were recorded)."""
+    a, b, c, d = (tmp_path / f"{name}.csv" for name in "abcd")
+    args = [*_dataset_args(a, tiny_space_file, tiny_run, data_dir), "--count=2"]
+    assert latency_main([*args, "--precision=bf16"]) == 0
+    meta = json.loads(a.with_suffix(".csv.json").read_text())
+    auto = {"precision": "bf16", "requested": "auto", "reason": "bf16 matmul 2.0x fp32 here"}
+    for path, record in ((b, auto), (c, {"precision": "fp32"}), (d, None)):
+        path.write_bytes(a.read_bytes())
+        kept = {k: v for k, v in meta.items() if k != "precision"}
+        sidecar = kept if record is None else {**kept, "precision": record}
+        path.with_suffix(".csv.json").write_text(json.dumps(sidecar))
+    merged = tmp_path / "mean.csv"
+    assert latency_main(["merge", str(a), str(b), f"--out={merged}"]) == 0
+    assert _precision_of(merged) == {"precision": "bf16"}
+    for other, name in ((c, "fp32"), (d, "fp32")):
+        with pytest.raises(
+            AutomoeError, match=rf"^{other} holds latencies measured in {name}, {a} in bf16: "
+        ):
+            latency_main(["merge", str(a), str(other), f"--out={merged}"])
+    assert _precision_of(merged) == {"precision": "bf16"}
+    assert latency_main(["merge", str(c), str(d), f"--out={merged}"]) == 0
+    assert _precision_of(merged) == {"precision": "fp32"}
+    assert latency_main(["merge", str(b), str(b), f"--out={merged}"]) == 0
+    assert _precision_of(merged) == _precision_of(b)

@@ -58,8 +58,15 @@ def synthetic_ms(X: np.ndarray) -> np.ndarray:
     return 2 + 1e-3 * X.sum(axis=1) + 1e-5 * X.max(axis=1) ** 1.5
 
 
-def write_dataset(path: Path, space: SearchSpace, count: int = 40, sidecar: bool = True) -> Path:
-    """A CSV shaped like `python -m automoe.latency dataset` output, with its sidecar."""
+def write_dataset(
+    path: Path,
+    space: SearchSpace,
+    count: int = 40,
+    sidecar: bool = True,
+    precision: str | None = None,
+) -> Path:
+    """A CSV shaped like `python -m automoe.latency dataset` output, with its sidecar (which
+    records a `precision` when given, as latency datasets do since they record one)."""
     rng = random.Random(count)
     archs = [space.sample(rng) for _ in range(count)]
     features = ArchFeatures.from_space(space)
@@ -70,7 +77,9 @@ def write_dataset(path: Path, space: SearchSpace, count: int = 40, sidecar: bool
         for arch, row, ms in zip(archs, X, synthetic_ms(X), strict=True):
             writer.writerow([*row.tolist(), arch.key(), arch.to_json(), ms])
     if sidecar:
-        meta = {"space": space.to_dict(), "weights": "random", "seed": 0}
+        meta: dict[str, Any] = {"space": space.to_dict(), "weights": "random", "seed": 0}
+        if precision is not None:
+            meta["precision"] = {"precision": precision, "requested": precision, "reason": "test"}
         path.with_suffix(".csv.json").write_text(json.dumps(meta))
     return path
 
@@ -94,10 +103,12 @@ def entries(path: Path) -> dict[str, bytes]:
 
 def rewrite(source: Path, target: Path, entry: str, model: bytes, **changes: Any) -> Path:
     """A copy of a saved predictor whose only model entry is `entry` holding `model`, with
-    manifest values changed (a value None for `space` drops it)."""
+    manifest values changed (a value None for `space` or `precision` drops it, as files written
+    before they were recorded lack them)."""
     meta = {**json.loads(entries(source)["manifest.json"]), **changes}
-    if "space" in changes and changes["space"] is None:
-        del meta["space"]
+    for key in ("space", "precision"):
+        if key in changes and changes[key] is None:
+            del meta[key]
     with zipfile.ZipFile(target, "w") as bundle:
         bundle.writestr("manifest.json", json.dumps(meta))
         bundle.writestr(entry, model)
@@ -289,7 +300,7 @@ def test_without_a_recorded_space_the_search_warns_once(
     assert "fit it with --space multi30k to record it" in record.getMessage()
     argv = ["fit", "--data", str(plain), "--out", str(tmp_path / "m"), "--model", "linear"]
     assert run_cli(predictors_main, [*argv, "--cv", "2", "--space", "multi30k"]) == 0
-    assert "target latency_ms, space 'multi30k')" in capsys.readouterr().out
+    assert "target latency_ms, space 'multi30k', measured in fp32)" in capsys.readouterr().out
     assert CostPredictor.load(tmp_path / "m").space_ == SPACE
 
 
@@ -351,3 +362,80 @@ def test_the_search_refuses_a_predictor_fitted_for_another_space(
     table = write_dataset(tmp_path / "t.csv", SearchSpace.load(tiny_space_file))
     CostPredictor(model="linear", cv=None).fit_csv(table).save(right)
     assert search_main([*args, f"--predictor={right}"]) == 0
+
+
+# ---------------------------------------------------------------------- the latencies' format
+
+
+def test_a_predictor_of_bf16_latencies_records_it_and_an_fp32_search_refuses_it(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]
+) -> None:
+    table = write_dataset(tmp_path / "bf16.csv", SPACE, precision="bf16")
+    path = tmp_path / "bf16.predictor"
+    argv = ["fit", "--data", str(table), "--out", str(path), "--model", "linear", "--cv", "2"]
+    assert run_cli(predictors_main, argv) == 0
+    assert "space 'multi30k', measured in bf16)" in capsys.readouterr().out
+    assert json.loads(entries(path)["manifest.json"])["precision"] == "bf16"
+    predictor = CostPredictor.load(path)
+    assert predictor.precision_ == "bf16"
+    predictor.check_fits(SPACE, str(path), precision="bf16")
+    with pytest.raises(PredictorError) as err:
+        predictor.check_fits(SPACE, str(path))
+    message = str(err.value)
+    assert message.startswith(
+        f"{path} was fitted on latencies measured in bf16, but the search runs in fp32"
+    )
+    assert "automoe.latency dataset --precision fp32 --out lat.csv" in message
+    assert "--allow-precision-mismatch" in message and "\n" not in message
+    with caplog.at_level(logging.WARNING):
+        predictor.check_fits(SPACE, str(path), precision="fp32", allow_other_precision=True)
+    [record] = caplog.records
+    assert record.getMessage().startswith(
+        f"{path} was fitted on latencies measured in bf16, but the search runs in fp32: using it"
+    )
+
+
+def test_predictors_and_sidecars_from_before_formats_were_recorded_read_as_fp32(
+    dataset: Path, saved: Path, tmp_path: Path
+) -> None:
+    assert "precision" not in json.loads(dataset.with_suffix(".csv.json").read_text())
+    assert CostPredictor(model="linear", cv=None).fit_csv(dataset).precision_ == "fp32"
+    plain = write_dataset(tmp_path / "plain.csv", SPACE, sidecar=False)
+    assert CostPredictor(model="linear", cv=None).fit_csv(plain).precision_ == "fp32"
+    state = entries(saved)["model.skops"]
+    old = rewrite(saved, tmp_path / "old.predictor", "model.skops", state, precision=None)
+    assert "precision" not in json.loads(entries(old)["manifest.json"])
+    predictor = CostPredictor.load(old)
+    assert predictor.precision_ == "fp32"
+    predictor.check_fits(SPACE)
+    with pytest.raises(PredictorError, match="measured in fp32, but the search runs in bf16"):
+        predictor.check_fits(SPACE, precision="bf16")
+
+
+def test_fit_archs_and_a_refit_keep_the_format(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    rng = random.Random(0)
+    archs = [SPACE.sample(rng) for _ in range(20)]
+    features = ArchFeatures.from_space(SPACE)
+    y = synthetic_ms(features.transform(archs))
+    fitted = CostPredictor(model="linear", cv=None).fit_archs(
+        archs, y, features, SPACE, precision="bf16"
+    )
+    assert fitted.precision_ == "bf16"
+    table = write_dataset(tmp_path / "bf16.csv", SPACE, precision="bf16")
+    path = tmp_path / "bf16.predictor"
+    CostPredictor(model="linear", cv=None).fit_csv(table).save(path)
+    old = as_format_1(path, tmp_path / "old.predictor", pickle.dumps(0))
+    with caplog.at_level(logging.WARNING):
+        assert CostPredictor.load(old).precision_ == "bf16"
+    assert "refitted the linear model" in caplog.text
+
+
+@pytest.mark.parametrize(("text", "problem"), [("{", "cannot read"), ("[]", "not a JSON object")])
+def test_a_damaged_sidecar_is_refused_not_ignored(tmp_path: Path, text: str, problem: str) -> None:
+    """Ignoring it would fit a predictor that records neither space nor format."""
+    table = write_dataset(tmp_path / "lat.csv", SPACE)
+    table.with_suffix(".csv.json").write_text(text)
+    with pytest.raises(PredictorError, match=rf"{problem}.*; repair or remove it"):
+        CostPredictor(model="linear", cv=None).fit_csv(table)
