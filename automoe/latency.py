@@ -153,7 +153,8 @@ def _calibrated(reference: Transformer, inputs: LatencyInputs, settings: Latency
 def _precision(args: argparse.Namespace, device: torch.device) -> Precision:
     """The run's one precision, announced on stderr (`measure`'s stdout is its JSON report)."""
     precision = resolve_precision(args.precision, device)
-    print(precision.line(), file=sys.stderr)
+    if precision.notice():
+        print(precision.notice(), file=sys.stderr)
     return precision
 
 
@@ -169,9 +170,11 @@ def measure(args: argparse.Namespace) -> int:
         if not isinstance(model, SuperNet):
             raise AutomoeError("--reference needs a SuperNet run; this is an extracted model")
         reference = extract(model, resolve_arch(args.reference, model)).to(device)
+        precision.for_inference(reference)
     sub = extract(model, arch) if isinstance(model, SuperNet) else model
+    precision.for_inference(sub.to(device))
     with precision.autocast():
-        raw = measure_latency(sub.to(device), inputs, settings, reference)
+        raw = measure_latency(sub, inputs, settings, reference)
     result, extra = raw, {}
     if reference is not None:
         with precision.autocast():
@@ -337,13 +340,14 @@ def dataset(args: argparse.Namespace) -> int:
     inputs = latency_inputs(tokenizer, args.data_dir, settings)
 
     def build(arch: ArchConfig) -> Transformer:
+        """The model timed for `arch`, its weights in the run's precision."""
         if supernet is not None:
-            return extract(supernet, arch).to(device)
+            return precision.for_inference(extract(supernet, arch).to(device))
         torch.manual_seed(args.seed)
         config = ModelConfig(
             tokenizer.vocab_size, space.qkv_dim, arch, routers=space.routing_modes()
         )
-        return Transformer(config).to(device)
+        return precision.for_inference(Transformer(config).to(device))
 
     features = ArchFeatures.from_space(space)
     table = LatencyDataset(Path(args.out), [*features.columns, *RESULT_COLUMNS])

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from torch import nn
@@ -25,6 +25,7 @@ from torch import nn
 CHOICES = ("fp32", "bf16", "auto")
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 AUTO_MIN_SPEEDUP = 1.2
+Module = TypeVar("Module", bound=nn.Module)
 
 
 @dataclass(frozen=True)
@@ -46,7 +47,7 @@ class Precision:
             return nullcontext()
         return torch.autocast(self.device_type, dtype=self.dtype)
 
-    def for_inference(self, model: nn.Module) -> nn.Module:
+    def for_inference(self, model: Module) -> Module:
         """`model` with its weight matrices in this format (in place), for commands that only
         run it: under autocast alone every weight is cast again at each decoding step, which
         at batch 1 costs more than the faster matmuls save. Norm weights, biases and buffers

@@ -296,7 +296,12 @@ def main(argv: list[str] | None = None) -> int:
         print(precision.notice())
     costs = _costs(net, tokenizer, settings, args.data_dir, precision)
     if costs.predictor is not None:  # one fitted for another space would decide constraints
-        costs.predictor.check_fits(space, settings["predictor"])
+        costs.predictor.check_fits(
+            space,
+            settings["predictor"],
+            precision=precision.name,
+            allow_other_precision=args.allow_precision_mismatch,
+        )
     constraints = [Constraint(**c) for c in settings["constraints"]]
     _check_reachable(space, costs, constraints)
     scoring = ScoringSettings(

@@ -14,9 +14,12 @@ import pytest
 import torch
 
 from automoe import precision as precision_module
+from automoe.errors import AutomoeError
 from automoe.evaluate import main as evaluate_main
 from automoe.extract import main as extract_main
+from automoe.latency import main as latency_main
 from automoe.precision import resolve_precision
+from automoe.predictors import CostPredictor
 from automoe.search import main as search_main
 from automoe.supernet.model import load_checkpoint_file
 from automoe.train import main as train_main
@@ -188,3 +191,43 @@ def test_a_model_saved_in_bf16_is_half_the_file_and_translates_as_bf16_does(
 
     assert translate(files["bf16"], "bf16") == translate(files["fp32"], "bf16")
     assert translate(files["bf16"], "fp32").count("\n") == len(sources)
+
+
+def test_a_search_refuses_a_predictor_of_another_precision_unless_asked(
+    bf16_cpu: None, tmp_path: Path, tiny_run: Path, data_dir: Path
+) -> None:
+    """Latencies measured in bf16 would decide an fp32 search's constraints wrongly."""
+    table = tmp_path / "latency.csv"
+    measured = [
+        "dataset",
+        f"--out={table}",
+        f"--supernet={tiny_run}",
+        f"--data-dir={data_dir}",
+        "--count=8",
+        "--runs=2",
+        "--warmup=0",
+        "--threads=1",
+        "--precision=bf16",
+        "--no-progress",
+    ]
+    assert latency_main(measured) == 0
+    predictor = tmp_path / "latency.predictor"
+    CostPredictor(model="linear", cv=None).fit_csv(table).save(predictor)
+    args = [
+        "--strategy=random",
+        f"--supernet={tiny_run}",
+        f"--predictor={predictor}",
+        f"--data-dir={data_dir}",
+        "--valid-size=10",
+        "--evaluations=3",
+        "--objectives=loss,latency_ms",
+        "--threads=1",
+        "--no-progress",
+    ]
+    with pytest.raises(AutomoeError, match=r"bf16.*fp32|fp32.*bf16"):
+        search_main([*args, f"--run={tmp_path / 'fp32'}"])
+    assert not (tmp_path / "fp32").exists()
+    assert search_main([*args, f"--run={tmp_path / 'bf16'}", "--precision=bf16"]) == 0
+    run = tmp_path / "mixed"
+    assert search_main([*args, f"--run={run}", "--allow-precision-mismatch"]) == 0
+    assert len((run / "evaluations.jsonl").read_text().splitlines()) == 3
