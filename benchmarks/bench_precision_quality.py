@@ -25,7 +25,10 @@ FIGURES = ("val_loss", "bleu", "chrf")
 
 
 def _evaluate(run: Path, arch: str, split: str, precision: str, threads: int, beam: int) -> dict:
+    """One evaluation, kept in the run folder: a rerun (or a run over more folders) reuses it."""
     target = run / f"precision_quality_{arch}_{split}_{precision}.json"
+    if target.is_file():
+        return json.loads(target.read_text())["results"][0]
     extra = ["--no-bleu"] if split == "val" else [f"--beam={beam}"]
     evaluate_main(
         [
