@@ -74,9 +74,14 @@ def cpu_flags() -> list[str]:
 _ENV_PREFIXES = ("OMP_", "MKL_", "KMP_", "MALLOC_", "LD_PRELOAD", "GOMP_")
 
 
-def machine_info(threads: int) -> dict[str, Any]:
-    """Facts every result file records: command, versions, threads, CPU, date."""
-    command = "python " + " ".join(shlex.quote(a) for a in [_rel(sys.argv[0]), *sys.argv[1:]])
+def machine_info(threads: int, argv: Sequence[str] | None = None) -> dict[str, Any]:
+    """Facts every result file records: command, versions, threads, CPU, date.
+
+    `argv` (script first) is the command when a benchmark's `main` was called in-process
+    with its own arguments; default the process's command line.
+    """
+    script, *rest = sys.argv if argv is None else argv
+    command = "python " + " ".join(shlex.quote(a) for a in [_rel(script), *rest])
     try:
         load = os.getloadavg()
     except OSError:
