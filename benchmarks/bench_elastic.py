@@ -15,7 +15,10 @@ FLOPs of the active arch: projections, attention scores and values, routers, the
 tokens were actually routed to, and the output projection) and reports them per second as a
 fraction of this machine's measured fp32 matmul rate at the same thread count.
 
-Usage: python benchmarks/bench_elastic.py [--threads 2] [--repeats 10]
+`--precision bf16` runs the forward passes under autocast (loss, weights and Adam in fp32,
+as the trainer does) and writes `elastic_overhead.bf16.*`.
+
+Usage: python benchmarks/bench_elastic.py [--threads 2] [--repeats 10] [--precision bf16]
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from automoe.arch import ArchConfig
+from automoe.precision import Precision, add_precision_option, resolve_precision
 from automoe.supernet.model import ModelConfig, Transformer, extract
 
 NAME = "elastic_overhead"
@@ -99,8 +103,16 @@ class TrainStep:
     do the same work (`routing_last_step` in the results shows it).
     """
 
-    def __init__(self, model: Transformer, arch: ArchConfig | None, batches: list, lr: float):
+    def __init__(
+        self,
+        model: Transformer,
+        arch: ArchConfig | None,
+        batches: list,
+        lr: float,
+        precision: Precision,
+    ):
         self.model, self.arch, self.batches = model.train(), arch, batches
+        self.precision = precision
         self.opt = torch.optim.Adam(model.parameters(), lr=lr, betas=(0.9, 0.98))
         self.i = 0
         self.phases: dict[str, list[float]] = {"forward": [], "backward": [], "optimizer": []}
@@ -111,9 +123,10 @@ class TrainStep:
         torch.manual_seed(1000 + self.i)  # step i draws the same dropout masks in every variant
         self.i += 1
         t0 = time.perf_counter()
-        out = self.model(src, pm, prev, self.arch)
-        loss = F.cross_entropy(
-            out.logits.flatten(0, 1), gold.flatten(), ignore_index=0, label_smoothing=0.1
+        with self.precision.autocast():
+            out = self.model(src, pm, prev, self.arch)
+        loss = F.cross_entropy(  # in fp32 whatever the forward ran in, as the trainer does
+            out.logits.float().flatten(0, 1), gold.flatten(), ignore_index=0, label_smoothing=0.1
         )
         loss = loss + 0.01 * out.balance_loss
         t1 = time.perf_counter()
@@ -195,11 +208,14 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="write a contended run under the plain name (default: '<name>.contended.*')",
     )
+    add_precision_option(p, "of the timed forward passes (weights and Adam stay fp32)")
     args = p.parse_args(argv)
     repeats = args.repeats or 10
     warmup = 2 if args.warmup is None else args.warmup
 
     common.set_threads(args.threads)
+    precision = resolve_precision(args.precision)
+    print(precision.line())
     info = common.machine_info(args.threads)
     torch.manual_seed(args.seed)
     batches = make_batches(args.batches, args.target_tokens, args.seed, args.min_len, args.max_len)
@@ -208,8 +224,10 @@ def main(argv: list[str] | None = None) -> int:
         torch.manual_seed(args.seed)
         supernets[key] = Transformer(ModelConfig(VOCAB, QKV, SHAPE))  # dropout 0.1
         sub = extract(supernets[key], ARCHS[key])
-        steps[f"supernet_{key}"] = TrainStep(supernets[key], ARCHS[key], batches, args.lr)
-        steps[f"extracted_{key}"] = TrainStep(sub, None, batches, args.lr)
+        steps[f"supernet_{key}"] = TrainStep(
+            supernets[key], ARCHS[key], batches, args.lr, precision
+        )
+        steps[f"extracted_{key}"] = TrainStep(sub, None, batches, args.lr, precision)
         sizes[key] = {"supernet_params": n_params(supernets[key]), "active_params": n_params(sub)}
 
     quiet = common.wait_for_quiet(args.wait_quiet)
@@ -285,6 +303,7 @@ def main(argv: list[str] | None = None) -> int:
             "optimizer": f"Adam(lr={args.lr}, betas=(0.9, 0.98)), zero_grad(set_to_none=True)",
             "loss": "cross-entropy (label smoothing 0.1, pad ignored) + 0.01 x balance loss",
             "dropout": 0.1,
+            "precision": precision.record(),
             "repeats": repeats,
             "warmup": warmup,
             "seed": args.seed,
@@ -376,9 +395,11 @@ def main(argv: list[str] | None = None) -> int:
     flops_verdict = "met" if fraction >= TARGET_FLOPS_FRACTION else "NOT met"
     md = "\n\n".join(
         [
-            "# Elastic overhead: SuperNet sub-network vs extracted model, training steps",
+            "# Elastic overhead: SuperNet sub-network vs extracted model, training steps"
+            f" ({precision.name})",
             *([warning] if warning else []),
             common.machine_markdown(info),
+            f"- {precision.line()}; forward passes under autocast, loss, weights and Adam fp32",
             f"- SuperNet: vocab {VOCAB}, embed 256, QKV 256, 4+4 layers, 4 experts x 1024; "
             f"batches of {m['batch_sizes']} sentences, {m['target_tokens_per_batch']} target "
             f"and {m['source_tokens_per_batch']} source tokens (lengths {args.min_len}-"
@@ -408,7 +429,8 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_write:
         # a contended run must not replace a clean result file by accident
         tag = ".contended" if payload["contended"] and not args.keep_contended else ""
-        common.write_results(args.out, NAME + args.suffix + tag, payload, md)
+        name = NAME + args.suffix + common.precision_tag(precision) + tag
+        common.write_results(args.out, name, payload, md)
     return 0
 
 

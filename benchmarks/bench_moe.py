@@ -14,7 +14,10 @@ of `MoEFeedForward` on 4,096 tokens of width 512:
                 scaled linearly to 4,096 tokens.
 
 All variants run interleaved in one process; medians and paired ratios are reported.
-Usage: python benchmarks/bench_moe.py [--threads 2] [--repeats 15]
+`--precision bf16` runs the forward passes under autocast (fp32 weights, as training does)
+and writes `moe_layer.bf16.*`.
+
+Usage: python benchmarks/bench_moe.py [--threads 2] [--repeats 15] [--precision bf16]
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from typing import Any
 import common
 import torch
 
+from automoe.precision import Precision, add_precision_option, resolve_precision
 from automoe.supernet.moe import MoEFeedForward, RoutingContext
 
 NAME = "moe_layer"
@@ -50,15 +54,22 @@ class Step:
     """One forward + backward of a layer on fixed inputs; gradients are dropped after."""
 
     def __init__(
-        self, layer: MoEFeedForward, widths: list[int], x: torch.Tensor, grad: torch.Tensor
+        self,
+        layer: MoEFeedForward,
+        widths: list[int],
+        x: torch.Tensor,
+        grad: torch.Tensor,
+        precision: Precision,
     ):
         self.layer, self.widths, self.x, self.grad = layer, widths, x, grad
+        self.precision = precision
         self.ctx = RoutingContext(token_rows=torch.zeros(x.shape[0], dtype=torch.long))
         self.counts: list[int] | None = None
 
     def __call__(self) -> None:
         x = self.x.detach().requires_grad_(True)
-        out, stats = self.layer(x, self.widths, 1, self.ctx)
+        with self.precision.autocast():
+            out, stats = self.layer(x, self.widths, 1, self.ctx)
         if stats is None:
             out.backward(self.grad)
         else:
@@ -84,13 +95,21 @@ def naive_forward(layer: MoEFeedForward, x: torch.Tensor, widths: list[int]) -> 
 
 class NaiveStep:
     def __init__(
-        self, layer: MoEFeedForward, widths: list[int], x: torch.Tensor, grad: torch.Tensor
+        self,
+        layer: MoEFeedForward,
+        widths: list[int],
+        x: torch.Tensor,
+        grad: torch.Tensor,
+        precision: Precision,
     ):
         self.layer, self.widths, self.x, self.grad = layer, widths, x, grad
+        self.precision = precision
 
     def __call__(self) -> None:
         x = self.x.detach().requires_grad_(True)
-        naive_forward(self.layer, x, self.widths).backward(self.grad)
+        with self.precision.autocast():
+            out = naive_forward(self.layer, x, self.widths)
+        out.backward(self.grad)
         self.layer.zero_grad(set_to_none=True)
 
 
@@ -118,11 +137,14 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="write a contended run under the plain name (default: '<name>.contended.*')",
     )
+    add_precision_option(p, "of the timed forward passes (weights stay fp32)")
     args = p.parse_args(argv)
     repeats = args.repeats or 15
     warmup = 2 if args.warmup is None else args.warmup
 
     common.set_threads(args.threads)
+    precision = resolve_precision(args.precision)
+    print(precision.line())
     info = common.machine_info(args.threads)
     torch.manual_seed(args.seed)
     n, d, w = args.tokens, args.embed, args.width
@@ -141,11 +163,11 @@ def main(argv: list[str] | None = None) -> int:
     scale = n / naive_n
 
     steps: dict[str, Any] = {
-        "dense": Step(dense, [w], x, grad),
-        "moe": Step(moe, [w] * e, x_moe, grad),
-        "moe_router": Step(moe_router, [w] * e, x, grad),
-        "mixed": Step(mixed, mixed_widths, x_mixed, grad),
-        "naive": NaiveStep(moe, [w] * e, x_moe[:naive_n], grad[:naive_n]),
+        "dense": Step(dense, [w], x, grad, precision),
+        "moe": Step(moe, [w] * e, x_moe, grad, precision),
+        "moe_router": Step(moe_router, [w] * e, x, grad, precision),
+        "mixed": Step(mixed, mixed_widths, x_mixed, grad, precision),
+        "naive": NaiveStep(moe, [w] * e, x_moe[:naive_n], grad[:naive_n], precision),
     }
     quiet = common.wait_for_quiet(args.wait_quiet)
     with common.CpuMonitor() as mon:
@@ -196,7 +218,8 @@ def main(argv: list[str] | None = None) -> int:
             "seed": args.seed,
             "naive_tokens": naive_n,
             "naive_scale": scale,
-            "dtype": "float32",
+            "dtype": "float32 weights and gradients",
+            "precision": precision.record(),
             "step": "forward + backward (input and weight grads; MoE adds 0.01 x balance loss)",
             "quiet_round_threshold_cores": common.QUIET_CORES,
         },
@@ -255,9 +278,10 @@ def main(argv: list[str] | None = None) -> int:
     payload["contended"] = bool(warning)
     md = "\n\n".join(
         [
-            f"# MoE layer: forward+backward, {n} tokens, embed {d}, top-1",
+            f"# MoE layer: forward+backward, {n} tokens, embed {d}, top-1, {precision.name}",
             *([warning] if warning else []),
             common.machine_markdown(info),
+            f"- {precision.line()}; forward passes under autocast, weights fp32",
             f"- {stats['rounds']} rounds interleaved (rotating order) after {warmup} warm-up "
             f"rounds, run until {repeats} were quiet or {args.max_rounds or 2 * repeats} ran; "
             f"{quiet_note}. Other processes averaged {mon.other_cores:.2f} cores over the run.",
@@ -280,7 +304,8 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_write:
         # a contended run must not replace a clean result file by accident
         tag = ".contended" if payload["contended"] and not args.keep_contended else ""
-        common.write_results(args.out, NAME + args.suffix + tag, payload, md)
+        name = NAME + args.suffix + common.precision_tag(precision) + tag
+        common.write_results(args.out, name, payload, md)
     return 0
 
 

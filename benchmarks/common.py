@@ -28,6 +28,7 @@ if str(REPO) not in sys.path:  # run as `python benchmarks/x.py` without install
 import torch  # noqa: E402
 
 from automoe.cost.machine import cpu_model  # noqa: E402
+from automoe.precision import Precision  # noqa: E402
 
 # A round is "quiet" if other processes used fewer cores than this: 0.2 plus the cores our
 # threads leave free (`set_threads` updates it), so a 1-thread run on 2 cores tolerates 1.
@@ -73,9 +74,14 @@ def cpu_flags() -> list[str]:
 _ENV_PREFIXES = ("OMP_", "MKL_", "KMP_", "MALLOC_", "LD_PRELOAD", "GOMP_")
 
 
-def machine_info(threads: int) -> dict[str, Any]:
-    """Facts every result file records: command, versions, threads, CPU, date."""
-    command = "python " + " ".join(shlex.quote(a) for a in [_rel(sys.argv[0]), *sys.argv[1:]])
+def machine_info(threads: int, argv: Sequence[str] | None = None) -> dict[str, Any]:
+    """Facts every result file records: command, versions, threads, CPU, date.
+
+    `argv` (script first) is the command when a benchmark's `main` was called in-process
+    with its own arguments; default the process's command line.
+    """
+    script, *rest = sys.argv if argv is None else argv
+    command = "python " + " ".join(shlex.quote(a) for a in [_rel(script), *rest])
     try:
         load = os.getloadavg()
     except OSError:
@@ -302,6 +308,11 @@ def machine_markdown(info: Mapping[str, Any]) -> str:
             f"- environment: {info['env'] or 'no OMP_/MKL_/KMP_/MALLOC_ variables set'}",
         ]
     )
+
+
+def precision_tag(precision: Precision) -> str:
+    """The result-name part for a precision: none for fp32, so fp32 keeps the plain names."""
+    return "" if precision.name == "fp32" else f".{precision.name}"
 
 
 def write_results(out_dir: Path, name: str, payload: Mapping[str, Any], markdown: str) -> None:
