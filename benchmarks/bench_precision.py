@@ -8,7 +8,7 @@ both alike; it reports medians over rounds and the median of the per-round ratio
 
 Parts (`--part`, default all):
 
-- train  : SuperNet training tokens/s by the trainer's own update (`SuperNetTrainer`, with
+- train  : SuperNet training tokens/s by the trainer's own update (`Trainer`, with
            `TrainSettings.precision`) at the elastic benchmark's `mid` and `full` architectures
            of the multi30k space, pinned per measurement, on real Multi30k batches;
 - score  : validation loss with inherited weights (the search's fitness, on its validation
@@ -65,7 +65,7 @@ from automoe.supernet.decode import DecodeSettings, translate_ids
 from automoe.supernet.model import Transformer, extract
 from automoe.supernet.modes import inference
 from automoe.supernet.supernet import SuperNet
-from automoe.trainer import SuperNetTrainer, TrainSettings
+from automoe.trainer import Trainer, TrainSettings
 
 NAME = "precision"
 TABLES = "precision_tables"
@@ -272,7 +272,7 @@ def train_part(args: argparse.Namespace, size: dict[str, int], data: RunData) ->
             "data": data.settings.to_dict(),
             "model": "SuperNet.build defaults (dropout 0.1)",
             "train": {k: v for k, v in TrainSettings().to_dict().items() if k != "precision"},
-            "step": "SuperNetTrainer.train_step with its sub-network pinned: forward under "
+            "step": "Trainer.train_step with its sub-network pinned: forward under "
             "autocast, fp32 label-smoothed loss + 0.01 x balance loss, backward, clip, Adam",
         },
         "archs": archs,
@@ -299,7 +299,7 @@ def train_arch(
                 num_tasks=len(data.tasks),
                 task_names=tuple(t.name for t in data.tasks),
             )
-            trainers[p] = SuperNetTrainer(
+            trainers[p] = Trainer(
                 net,
                 lambda _epoch: batches,
                 [],
@@ -328,26 +328,23 @@ def train_arch(
 
 
 def score_part(
-    args: argparse.Namespace,
-    size: dict[str, int],
-    scorer: ArchScorer,
-    precisions: Mapping[str, Precision],
+    args: argparse.Namespace, size: dict[str, int], scorers: Mapping[str, ArchScorer]
 ) -> dict[str, Any]:
-    """Validation losses of sampled archs in both precisions: speed and rank agreement."""
+    """Validation losses of sampled archs in both precisions, as the search scores them (a
+    bf16 scorer holds bf16 weight matrices): speed and rank agreement."""
+    scorer = scorers["fp32"]
     space = scorer.net.space
     archs = sample_archs(space, min(size["archs"], space.size()), args.seed)
     chunks = split_even(archs, min(size["score_rounds"], len(archs)))
     todo = {p: iter(chunks) for p in PRECISIONS}
     losses: dict[str, list[float]] = {p: [] for p in PRECISIONS}
     for p in PRECISIONS:  # untimed warm-up, outside the lists
-        with precisions[p].autocast():
-            scorer(space.largest())
+        scorers[p](space.largest())
 
     def score(p: str) -> float:
         chunk = next(todo[p])
         start = len(losses[p])
-        with precisions[p].autocast():
-            losses[p].extend(scorer(a)["loss"] for a in chunk)
+        losses[p].extend(scorers[p](a)["loss"] for a in chunk)
         return float(len(losses[p]) - start)
 
     counts, run = interleave(score, len(chunks), 0, args, extra_rounds=False)
@@ -372,14 +369,21 @@ def score_part(
     }
 
 
-def three_models(scorer: ArchScorer, seed: int) -> dict[str, tuple[ArchConfig, Transformer]]:
+def three_models(
+    scorer: ArchScorer, seed: int, precisions: Mapping[str, Precision]
+) -> dict[str, tuple[ArchConfig, dict[str, Transformer]]]:
+    """Smallest, middle and largest extracted, once per precision: the bf16 copy holds bf16
+    weight matrices, as `translate` and `latency` run a model in bf16."""
     net = scorer.net
     archs = {
         "smallest": net.space.smallest(),
         "middle": middle_arch(net.space, net.config.vocab_size, seed),
         "largest": net.space.largest(),
     }
-    return {name: (arch, extract(net, arch)) for name, arch in archs.items()}
+    return {
+        name: (arch, {p: precisions[p].for_inference(extract(net, arch)) for p in PRECISIONS})
+        for name, arch in archs.items()
+    }
 
 
 def translate(model: Transformer, batches: Sequence[Batch]) -> list[list[int]]:
@@ -397,7 +401,7 @@ def decode_part(
     args: argparse.Namespace,
     size: dict[str, int],
     scorer: ArchScorer,
-    models: Mapping[str, tuple[ArchConfig, Transformer]],
+    models: Mapping[str, tuple[ArchConfig, dict[str, Transformer]]],
     precisions: Mapping[str, Precision],
 ) -> dict[str, Any]:
     """Sentences/s of beam search at batch 1 and batch `--batch`, fp32 vs bf16."""
@@ -411,15 +415,16 @@ def decode_part(
     }
     out: dict[str, Any] = {}
     for name, (arch, model) in models.items():
-        out[name] = {"arch": arch.to_dict(), "params": sum(x.numel() for x in model.parameters())}
+        params = sum(x.numel() for x in model["fp32"].parameters())
+        out[name] = {"arch": arch.to_dict(), "params": params}
         for batch, batches in setups.items():
             last: dict[str, list[list[int]]] = {}
 
             def run_decode(
-                p: str, model: Transformer = model, batches: list = batches, last: dict = last
+                p: str, model: dict = model, batches: list = batches, last: dict = last
             ) -> None:
                 with precisions[p].autocast():
-                    last[p] = translate(model, batches)
+                    last[p] = translate(model[p], batches)
 
             walls, run = interleave(run_decode, size["decode_rounds"], args.warmup, args)
             n = sum(len(b) for b in batches)
@@ -451,7 +456,7 @@ def latency_part(
     args: argparse.Namespace,
     size: dict[str, int],
     scorer: ArchScorer,
-    models: Mapping[str, tuple[ArchConfig, Transformer]],
+    models: Mapping[str, tuple[ArchConfig, dict[str, Transformer]]],
     precisions: Mapping[str, Precision],
 ) -> dict[str, Any]:
     """The papers' latency protocol per model, fp32 vs bf16, one protocol call per round."""
@@ -461,9 +466,9 @@ def latency_part(
     for name, (arch, model) in models.items():
         parts: dict[str, list[tuple[float, float]]] = {p: [] for p in PRECISIONS}
 
-        def timed(p: str, model: Transformer = model, parts: dict = parts) -> float:
+        def timed(p: str, model: dict = model, parts: dict = parts) -> float:
             with precisions[p].autocast():
-                result = measure_latency(model, inputs, settings)
+                result = measure_latency(model[p], inputs, settings)
             parts[p].append((result.encoder_ms, result.decoder_ms))
             return result.latency_ms
 
@@ -673,19 +678,28 @@ def main(argv: list[str] | None = None) -> int:
         )
     auto = resolve_precision("auto").line()
     print(auto)
-    scorer = None
+    scorers: dict[str, ArchScorer] = {}
     if args.supernet:  # loaded and checked before anything is timed or written
-        scorer = ArchScorer(
-            ScoringSettings(args.supernet, valid_size=size["valid_size"], data_dir=args.data_dir)
-        )
+        scorers = {
+            p: ArchScorer(
+                ScoringSettings(
+                    args.supernet,
+                    valid_size=size["valid_size"],
+                    data_dir=args.data_dir,
+                    precision=p,
+                )
+            )
+            for p in PRECISIONS
+        }
+    scorer = scorers.get("fp32")
     data = scorer.data if scorer else RunData(DataSettings(), args.data_dir)
     models = {}
     if scorer and {"decode", "latency"} & set(args.part):
-        models = three_models(scorer, args.seed)
+        models = three_models(scorer, args.seed, precisions)
 
     runners: dict[str, Callable[[], dict[str, Any]]] = {
         "train": lambda: train_part(args, size, data),
-        "score": lambda: score_part(args, size, scorer, precisions),
+        "score": lambda: score_part(args, size, scorers),
         "decode": lambda: decode_part(args, size, scorer, models, precisions),
         "latency": lambda: latency_part(args, size, scorer, models, precisions),
     }
