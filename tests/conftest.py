@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from automoe.precision import FP32, Precision
+
 
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
@@ -106,3 +108,17 @@ def tiny_run(
 ) -> Path:
     """A run folder holding a tiny SuperNet trained for a few seconds on Multi30k en-de."""
     return train_tiny(tmp_path_factory.mktemp("tiny-run") / "run", tiny_space_file)
+
+
+BF16 = Precision("bf16", "cpu", "bf16", "tests: autocast over fp32 weights, as train --precision")
+
+
+@pytest.fixture(scope="session", params=[FP32, BF16], ids=["fp32", "bf16"])
+def precision(request: pytest.FixtureRequest) -> Precision:
+    """Each precision a forward pass may run in: equality tests hold in both.
+
+    `with precision.autocast():` is the region a command computes in (fp32: no autocast). bf16
+    is built directly rather than resolved, so the tests run on CPUs without bf16 instructions
+    too (slower there, same numbers). Session scope lets hypothesis tests use it.
+    """
+    return request.param
