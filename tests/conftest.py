@@ -7,6 +7,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import torch
+from torch import Tensor
 
 from automoe.precision import FP32, Precision
 
@@ -111,6 +113,9 @@ def tiny_run(
 
 
 BF16 = Precision("bf16", "cpu", "bf16", "tests: autocast over fp32 weights, as train --precision")
+# One bf16 rounding: 8 significant bits, so 2**-7 relative; values near 0 inherit the rounding
+# of O(1) intermediates, hence as much absolute.
+BF16_ONE_ROUNDING = {"rtol": 2**-7, "atol": 2**-7}
 
 
 @pytest.fixture(scope="session", params=[FP32, BF16], ids=["fp32", "bf16"])
@@ -122,3 +127,21 @@ def precision(request: pytest.FixtureRequest) -> Precision:
     too (slower there, same numbers). Session scope lets hypothesis tests use it.
     """
     return request.param
+
+
+@pytest.fixture(scope="session")
+def assert_same(precision: Precision) -> Callable[..., None]:
+    """`assert_same(got, want, **fp32_tolerance)`: outputs of two computations that differ only
+    in kernel shapes (one decoder position vs all of them) agree in this precision.
+
+    fp32 keeps the caller's tolerance; bf16 allows one bf16 rounding, since fp32 accumulations
+    that differ in their last bits can round to neighbouring bf16 values. A wrong weight slice,
+    skipped expert or cache position is off by far more.
+    """
+
+    def check(got: Tensor, want: Tensor, **fp32_tolerance: float) -> None:
+        assert got.dtype == want.dtype
+        tolerance = fp32_tolerance if precision.name == "fp32" else BF16_ONE_ROUNDING
+        torch.testing.assert_close(got, want, **tolerance)
+
+    return check
