@@ -7,6 +7,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import torch
+from torch import Tensor
+
+from automoe.precision import FP32, Precision
 
 
 @pytest.fixture(scope="session")
@@ -106,3 +110,38 @@ def tiny_run(
 ) -> Path:
     """A run folder holding a tiny SuperNet trained for a few seconds on Multi30k en-de."""
     return train_tiny(tmp_path_factory.mktemp("tiny-run") / "run", tiny_space_file)
+
+
+BF16 = Precision("bf16", "cpu", "bf16", "tests: autocast over fp32 weights, as train --precision")
+# One bf16 rounding: 8 significant bits, so 2**-7 relative; values near 0 inherit the rounding
+# of O(1) intermediates, hence as much absolute.
+BF16_ONE_ROUNDING = {"rtol": 2**-7, "atol": 2**-7}
+
+
+@pytest.fixture(scope="session", params=[FP32, BF16], ids=["fp32", "bf16"])
+def precision(request: pytest.FixtureRequest) -> Precision:
+    """Each precision a forward pass may run in: equality tests hold in both.
+
+    `with precision.autocast():` is the region a command computes in (fp32: no autocast). bf16
+    is built directly rather than resolved, so the tests run on CPUs without bf16 instructions
+    too (slower there, same numbers). Session scope lets hypothesis tests use it.
+    """
+    return request.param
+
+
+@pytest.fixture(scope="session")
+def assert_same(precision: Precision) -> Callable[..., None]:
+    """`assert_same(got, want, **fp32_tolerance)`: outputs of two computations that differ only
+    in kernel shapes (one decoder position vs all of them) agree in this precision.
+
+    fp32 keeps the caller's tolerance; bf16 allows one bf16 rounding, since fp32 accumulations
+    that differ in their last bits can round to neighbouring bf16 values. A wrong weight slice,
+    skipped expert or cache position is off by far more.
+    """
+
+    def check(got: Tensor, want: Tensor, **fp32_tolerance: float) -> None:
+        assert got.dtype == want.dtype
+        tolerance = fp32_tolerance if precision.name == "fp32" else BF16_ONE_ROUNDING
+        torch.testing.assert_close(got, want, **tolerance)
+
+    return check

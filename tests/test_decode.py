@@ -10,6 +10,7 @@ import torch.nn.functional as F
 
 from automoe.arch import ArchConfig
 from automoe.errors import AutomoeError
+from automoe.precision import Precision
 from automoe.supernet.decode import DecodeSettings, beam_search, greedy_search, translate_ids
 from automoe.supernet.model import ModelConfig, Transformer, extract
 
@@ -102,11 +103,14 @@ def score(
 
 
 @pytest.mark.parametrize("min_len", [0, 3])
-def test_greedy_matches_uncached_reference(model: Transformer, min_len: int) -> None:
+def test_greedy_matches_uncached_reference(
+    model: Transformer, min_len: int, precision: Precision
+) -> None:
     src, mask = random_batch(1, 12)
     s = DecodeSettings(min_len=min_len)
-    out = greedy_search(model, src, mask, SUB, s)
-    expected = [reference_greedy(model, *single(src, mask, i), SUB, s) for i in range(len(src))]
+    with precision.autocast():
+        out = greedy_search(model, src, mask, SUB, s)
+        expected = [reference_greedy(model, *single(src, mask, i), SUB, s) for i in range(len(src))]
     assert out == expected
     assert any(len(o) < max_len(m, s) for o, m in zip(out, mask, strict=True)), "no eos seen"
     assert len({len(o) for o in out}) > 1
@@ -128,11 +132,14 @@ def test_beam_of_one_is_greedy(model: Transformer) -> None:
 
 
 @pytest.mark.parametrize("search", [greedy_search, beam_search])
-def test_batch_decodes_like_each_sentence_alone(model: Transformer, search) -> None:
+def test_batch_decodes_like_each_sentence_alone(
+    model: Transformer, search, precision: Precision
+) -> None:
     src, mask = random_batch(3, 10)
     task_ids = torch.arange(len(src))  # carried along as sentences finish; the router ignores it
-    batched = search(model, src, mask, SUB, task_ids=task_ids)
-    alone = [search(model, *single(src, mask, i), SUB)[0] for i in range(len(src))]
+    with precision.autocast():
+        batched = search(model, src, mask, SUB, task_ids=task_ids)
+        alone = [search(model, *single(src, mask, i), SUB)[0] for i in range(len(src))]
     assert batched == alone
 
 
@@ -148,16 +155,20 @@ def test_beam_scores_at_least_as_high_as_greedy(model: Transformer) -> None:
 
 
 @pytest.mark.parametrize("length_penalty", [0.0, 0.6, 1.0])
-def test_wide_beam_finds_the_exhaustive_optimum(length_penalty: float) -> None:
-    """With a beam wider than the hypothesis space, beam search is exact search."""
+def test_wide_beam_finds_the_exhaustive_optimum(
+    length_penalty: float, precision: Precision
+) -> None:
+    """With a beam wider than the hypothesis space, beam search is exact search (in bf16 too:
+    scores sum fp32 log-probs of the bf16 logits, as `score` does)."""
     torch.manual_seed(5)
     tiny = ArchConfig(16, 16, [[32]], [2], [1], [[32, 32]], [2], [2], [1], [1])
     net = Transformer(ModelConfig(6, 8, tiny)).eval()  # tokens 1, 4, 5 besides eos
     src, mask = torch.tensor([[4, 5, 1]]), torch.zeros(1, 3, dtype=torch.bool)
     s = DecodeSettings(beam_size=40, max_len_a=0.0, max_len_b=3, length_penalty=length_penalty)
     hyps = [list(h) for n in range(4) for h in itertools.product([1, 4, 5], repeat=n)]
-    best = max(hyps, key=lambda h: score(net, src, mask, h, length_penalty))
-    assert beam_search(net, src, mask, settings=s) == [best]
+    with precision.autocast():
+        best = max(hyps, key=lambda h: score(net, src, mask, h, length_penalty))
+        assert beam_search(net, src, mask, settings=s) == [best]
 
 
 @pytest.mark.parametrize("search", [greedy_search, beam_search])
@@ -182,6 +193,26 @@ def test_outputs_respect_length_limits_and_special_ids(search, settings: DecodeS
         assert all(isinstance(t, int) for t in tokens)
 
 
+class FlatBF16(Transformer):
+    """A model whose bf16 logits are equal for every token but 5, which leads by 2**-6."""
+
+    def decode(self, prev_output_tokens: torch.Tensor, *args: object, **kwargs: object) -> tuple:
+        b, t = prev_output_tokens.shape
+        logits = torch.zeros(b, t, self.config.vocab_size, dtype=torch.bfloat16)
+        logits[..., 5] = 2**-6
+        return logits, []
+
+
+def test_bf16_logits_are_ranked_by_fp32_log_probs() -> None:
+    # Over 4096 tokens each log-prob is near -8.3, where bf16 steps by 2**-4: log-probs taken in
+    # bf16 would tie token 5 with all the others (greedy would then pick token 1).
+    tiny = ArchConfig(16, 16, [[32]], [2], [1], [[32]], [2], [2], [1], [1])
+    net = FlatBF16(ModelConfig(4096, 8, tiny)).eval()
+    src, mask = torch.tensor([[4, 5, 1]]), torch.zeros(1, 3, dtype=torch.bool)
+    s = DecodeSettings(max_len_a=0.0, max_len_b=3)
+    assert greedy_search(net, src, mask, settings=s) == [[5, 5, 5]]
+
+
 @pytest.mark.parametrize("search", [greedy_search, beam_search])
 def test_decoding_ignores_dropout_of_a_training_model(search) -> None:
     torch.manual_seed(8)
@@ -193,10 +224,13 @@ def test_decoding_ignores_dropout_of_a_training_model(search) -> None:
 
 
 @pytest.mark.parametrize("search", [greedy_search, beam_search])
-def test_extracted_model_decodes_like_the_supernet(model: Transformer, search) -> None:
+def test_extracted_model_decodes_like_the_supernet(
+    model: Transformer, search, precision: Precision
+) -> None:
     src, mask = random_batch(10, 8)
     sub = extract(model, SUB)
-    assert search(sub, src, mask) == search(model, src, mask, SUB)
+    with precision.autocast():
+        assert search(sub, src, mask) == search(model, src, mask, SUB)
 
 
 def test_settings_are_checked() -> None:

@@ -3,9 +3,10 @@
 The reference loops over tokens, routes each one on its own (softmax over the active experts'
 router logits, top-k, renormalised gates for k > 1), applies each chosen expert's sliced
 weights and sums the gated results; with a capacity factor it walks the assignments in token
-order and drops those beyond an expert's capacity. Everything runs in float64 so forward
-outputs and gradients can be compared tightly (the layer's router softmax runs in float32,
-which sets the 1e-5 tolerance).
+order and drops those beyond an expert's capacity. In fp32 everything runs in float64 so
+forward outputs and gradients can be compared tightly (the layer's router softmax runs in
+float32, which sets the 1e-5 tolerance). In bf16 layer and reference run under the same
+autocast over float32 weights and round at the same points, so their outputs are identical.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from automoe.arch import ArchConfig
+from automoe.precision import FP32, Precision
 from automoe.supernet.model import ModelConfig, Transformer
 from automoe.supernet.moe import MoEFeedForward, RoutingContext
 
@@ -29,8 +31,9 @@ def expert_ref(layer: MoEFeedForward, i: int, width: int, x: torch.Tensor) -> to
         return x
     d = x.shape[0]
     fc1, fc2 = layer.experts[i].fc1, layer.experts[i].fc2
-    h = torch.relu(fc1.weight[:width, :d] @ x + fc1.bias[:width])
-    return fc2.weight[:d, :width] @ h + fc2.bias[:d]
+    # F.linear, not `W @ x + b`: under autocast the bias joins before the one bf16 rounding
+    h = torch.relu(F.linear(x, fc1.weight[:width, :d], fc1.bias[:width]))
+    return F.linear(h, fc2.weight[:d, :width], fc2.bias[:d])
 
 
 def route_ref(layer: MoEFeedForward, x: torch.Tensor, num_experts: int) -> torch.Tensor:
@@ -40,7 +43,7 @@ def route_ref(layer: MoEFeedForward, x: torch.Tensor, num_experts: int) -> torch
         layer.routers["token"].weight[:num_experts, :d],
         layer.routers["token"].bias[:num_experts],
     )
-    return torch.softmax(w @ x + b, dim=0)
+    return torch.softmax(F.linear(x, w, b).to(x.dtype), dim=0)  # bf16 logits: fp32 softmax
 
 
 def moe_ref(
@@ -65,7 +68,8 @@ def moe_ref(
             used[e] += 1
             if capacity is not None and used[e] > capacity:
                 continue  # dropped: this assignment contributes nothing
-            y = y + g * expert_ref(layer, e, widths[e], x[t])
+            # gated in the token's dtype: a 0-dim fp32 gate alone would keep bf16 outputs bf16
+            y = y + g * expert_ref(layer, e, widths[e], x[t]).to(x.dtype)
         rows.append(y)
     return torch.stack(rows)
 
@@ -86,11 +90,20 @@ def context_for(n: int) -> RoutingContext:
     return RoutingContext(token_rows=torch.zeros(n, dtype=torch.long))
 
 
+def dtype_for(precision: Precision) -> torch.dtype:
+    """Weights and inputs: float64 in fp32 (tight checks), float32 in bf16 (autocast lowers it)."""
+    return torch.float64 if precision.name == "fp32" else torch.float32
+
+
 def make_layer(
-    embed_dim: int, max_widths: list[int], seed: int, capacity_factor: float | None = None
+    embed_dim: int,
+    max_widths: list[int],
+    seed: int,
+    capacity_factor: float | None = None,
+    dtype: torch.dtype = torch.float64,
 ) -> MoEFeedForward:
     torch.manual_seed(seed)
-    layer = MoEFeedForward(embed_dim, max_widths, capacity_factor=capacity_factor).double()
+    layer = MoEFeedForward(embed_dim, max_widths, capacity_factor=capacity_factor).to(dtype)
     with torch.no_grad():  # non-zero biases so that bias slicing is exercised too
         for p in layer.parameters():
             if p.dim() == 1:
@@ -111,51 +124,69 @@ def compare_with_reference(
     widths: list[int],
     top_k: int,
     capacity: int | None = None,
+    precision: Precision = FP32,
 ) -> None:
-    """Forward and every gradient (input, expert weights, router) agree with the reference."""
+    """Forward and every gradient (input, expert weights, router) agree with the reference
+    computed in the same precision."""
     weights = torch.randn(x.shape, dtype=x.dtype)  # a generic loss, not a symmetric sum
     layer.zero_grad(set_to_none=True)
 
     x1 = x.clone().requires_grad_(True)
-    out, _ = layer(x1, widths, top_k, context_for(x.shape[0]))
+    with precision.autocast():
+        out, _ = layer(x1, widths, top_k, context_for(x.shape[0]))
     (out * weights).sum().backward()
     got = grads_of(layer, x1)
     layer.zero_grad(set_to_none=True)
 
     x2 = x.clone().requires_grad_(True)
-    expected = moe_ref(layer, x2, widths, top_k, capacity)
+    with precision.autocast():
+        expected = moe_ref(layer, x2, widths, top_k, capacity)
     (expected * weights).sum().backward()
     want = grads_of(layer, x2)
     layer.zero_grad(set_to_none=True)
 
-    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-6)
+    if precision.name == "fp32":
+        torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-6)
+        for g, w in zip(got, want, strict=True):
+            torch.testing.assert_close(g, w, rtol=1e-5, atol=1e-6)
+        return
+    assert out.dtype == expected.dtype
+    assert torch.equal(out, expected)
     for g, w in zip(got, want, strict=True):
-        torch.testing.assert_close(g, w, rtol=1e-5, atol=1e-6)
+        # A weight's gradient sums over tokens: the layer's one bf16 matmul rounds the sum once,
+        # the reference rounds each token's term, so where terms cancel (router weights) they
+        # differ by a few bf16 ulps (up to 2**-6 of the largest entry over 300 random layers).
+        # 2**-4 of it still fails a gradient path lost (expert, gate, router); unused get 0.
+        torch.testing.assert_close(g, w, rtol=0, atol=2**-4 * float(w.abs().max()))
 
 
 # --------------------------------------------------------------------------- fixed cases
 
 
 @pytest.mark.parametrize("top_k", [1, 2])
-def test_mixed_widths_and_identity_match_reference(top_k: int) -> None:
+def test_mixed_widths_and_identity_match_reference(top_k: int, precision: Precision) -> None:
     # 5 experts held, 4 used at widths below their maximum, one of them an identity expert;
     # the layer is built at embed 12 and run at 10 to exercise column slicing.
-    layer = make_layer(12, [16, 8, 24, 8, 16], seed=top_k)
+    dtype = dtype_for(precision)
+    layer = make_layer(12, [16, 8, 24, 8, 16], seed=top_k, dtype=dtype)
     widths = [12, 0, 20, 3]
-    x = torch.randn(64, 10, dtype=torch.float64)
-    assert routing_margin(layer, x, len(widths), top_k) > 1e-6
-    _, stats = layer(x, widths, top_k, context_for(64))
+    x = torch.randn(64, 10, dtype=torch.float64).to(dtype)  # one draw for both
+    with precision.autocast():
+        assert routing_margin(layer, x, len(widths), top_k) > 1e-6
+        _, stats = layer(x, widths, top_k, context_for(64))
     assert stats is not None
     # every expert, the identity one included, received tokens, so all paths are exercised
     assert stats.expert_counts.tolist() and min(stats.expert_counts.tolist()) > 0
     assert int(stats.expert_counts.sum()) == 64 * top_k
-    compare_with_reference(layer, x, widths, top_k)
+    compare_with_reference(layer, x, widths, top_k, precision=precision)
 
 
-def test_unused_experts_and_slices_get_no_gradient() -> None:
-    layer = make_layer(8, [16, 16, 16], seed=3)
-    x = torch.randn(32, 6, dtype=torch.float64, requires_grad=True)
-    out, _ = layer(x, [10, 4], 1, context_for(32))
+def test_unused_experts_and_slices_get_no_gradient(precision: Precision) -> None:
+    dtype = dtype_for(precision)
+    layer = make_layer(8, [16, 16, 16], seed=3, dtype=dtype)
+    x = torch.randn(32, 6, dtype=torch.float64).to(dtype).requires_grad_(True)
+    with precision.autocast():
+        out, _ = layer(x, [10, 4], 1, context_for(32))
     out.sum().backward()
     assert layer.experts[2].fc1.weight.grad is None
     e0 = layer.experts[0]
@@ -168,71 +199,78 @@ def test_unused_experts_and_slices_get_no_gradient() -> None:
     assert layer.routers["token"].weight.grad[:, 6:].abs().sum() == 0
 
 
-def test_one_expert_is_a_dense_ffn_without_router() -> None:
+def test_one_expert_is_a_dense_ffn_without_router(precision: Precision) -> None:
+    # the same two matmuls in the same precision: bf16 rounds at the same points, hence exact
+    tol = {} if precision.name == "fp32" else {"rtol": 0.0, "atol": 0.0}
     torch.manual_seed(0)
     layer = MoEFeedForward(8, [16])
     assert len(layer.routers) == 0
     x = torch.randn(20, 8, requires_grad=True)
-    out, stats = layer(x, [16], 1, context_for(20))
-    assert stats is None
     fc1, fc2 = layer.experts[0].fc1, layer.experts[0].fc2
-    dense = fc2(torch.relu(fc1(x)))
-    torch.testing.assert_close(out, dense)
+    with precision.autocast():
+        out, stats = layer(x, [16], 1, context_for(20))
+        dense = fc2(torch.relu(fc1(x)))
+    assert stats is None
+    torch.testing.assert_close(out, dense, **tol)
     # an elastic layer run with a single expert is dense too (no gate, no routing)
     big = MoEFeedForward(8, [16, 16, 16])
-    out, stats = big(x, [12], 1, context_for(20))
-    assert stats is None
     e = big.experts[0]
-    expected = F.linear(
-        torch.relu(F.linear(x, e.fc1.weight[:12], e.fc1.bias[:12])),
-        e.fc2.weight[:, :12],
-        e.fc2.bias,
-    )
-    torch.testing.assert_close(out, expected)
+    with precision.autocast():
+        out, stats = big(x, [12], 1, context_for(20))
+        expected = F.linear(
+            torch.relu(F.linear(x, e.fc1.weight[:12], e.fc1.bias[:12])),
+            e.fc2.weight[:, :12],
+            e.fc2.bias,
+        )
+    assert stats is None
+    torch.testing.assert_close(out, expected, **tol)
 
 
 # --------------------------------------------------------------------------- capacity
 
 
 def two_way_layer(
-    capacity_factor: float, to_expert0: list[bool]
+    capacity_factor: float, to_expert0: list[bool], dtype: torch.dtype = torch.float64
 ) -> tuple[MoEFeedForward, torch.Tensor]:
     """Routing decided by the sign of feature 0: positive -> expert 0, negative -> expert 1."""
-    layer = make_layer(4, [8, 8], seed=0, capacity_factor=capacity_factor)
+    layer = make_layer(4, [8, 8], seed=0, capacity_factor=capacity_factor, dtype=dtype)
     with torch.no_grad():
         layer.routers["token"].weight.zero_()
         layer.routers["token"].bias.zero_()
         layer.routers["token"].weight[0, 0] = 5.0
         layer.routers["token"].weight[1, 0] = -5.0
-    x = torch.randn(len(to_expert0), 4, dtype=torch.float64)
-    sign = torch.tensor([1.0 if e0 else -1.0 for e0 in to_expert0], dtype=torch.float64)
+    x = torch.randn(len(to_expert0), 4, dtype=torch.float64).to(dtype)
+    sign = torch.tensor([1.0 if e0 else -1.0 for e0 in to_expert0], dtype=dtype)
     x[:, 0] = sign * (1.0 + x[:, 0].abs())
     return layer, x
 
 
-def test_capacity_drops_overflow_in_token_order() -> None:
+def test_capacity_drops_overflow_in_token_order(precision: Precision) -> None:
     to_expert0 = [True, False, True, True, False, True, True, True, False, True]
-    layer, x = two_way_layer(1.0, to_expert0)  # capacity = int(1.0 * 10 / 2) = 5
+    dtype = dtype_for(precision)
+    layer, x = two_way_layer(1.0, to_expert0, dtype)  # capacity = int(1.0 * 10 / 2) = 5
     x.requires_grad_(True)
-    out, stats = layer(x, [8, 8], 1, context_for(10))
+    with precision.autocast():
+        out, stats = layer(x, [8, 8], 1, context_for(10))
     assert stats.expert_counts.tolist() == [7, 3]  # counts are routing decisions, pre-drop
     expert0 = [t for t, e in enumerate(to_expert0) if e]
     kept, dropped = expert0[:5], expert0[5:]
     assert dropped == [7, 9]
-    assert torch.equal(out[dropped], torch.zeros(2, 4, dtype=torch.float64))
+    assert torch.equal(out[dropped], torch.zeros(2, 4, dtype=dtype))
     assert out[kept].abs().sum(dim=1).min() > 0
     assert out[[1, 4, 8]].abs().sum(dim=1).min() > 0
     out.sum().backward()
-    assert torch.equal(x.grad[dropped], torch.zeros(2, 4, dtype=torch.float64))
+    assert torch.equal(x.grad[dropped], torch.zeros(2, 4, dtype=dtype))
     x.grad = None
-    compare_with_reference(layer, x.detach(), [8, 8], 1, capacity=5)
+    compare_with_reference(layer, x.detach(), [8, 8], 1, capacity=5, precision=precision)
 
 
-def test_capacity_large_enough_drops_nothing() -> None:
-    layer, x = two_way_layer(2.0, [True] * 6 + [False] * 4)  # capacity 10 >= every group
-    out, _ = layer(x, [8, 8], 1, context_for(10))
-    layer.capacity_factor = None
-    free, _ = layer(x, [8, 8], 1, context_for(10))
+def test_capacity_large_enough_drops_nothing(precision: Precision) -> None:
+    layer, x = two_way_layer(2.0, [True] * 6 + [False] * 4, dtype_for(precision))
+    with precision.autocast():  # capacity 10 >= every group
+        out, _ = layer(x, [8, 8], 1, context_for(10))
+        layer.capacity_factor = None
+        free, _ = layer(x, [8, 8], 1, context_for(10))
     torch.testing.assert_close(out, free, rtol=0, atol=0)
 
 
@@ -351,13 +389,17 @@ def moe_cases(draw: st.DrawFn) -> dict:
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.filter_too_much])
 @given(case=moe_cases())
-def test_dispatch_matches_reference_property(case: dict) -> None:
-    layer = make_layer(case["max_embed"], case["max_widths"], case["seed"], case["capacity_factor"])
+def test_dispatch_matches_reference_property(case: dict, precision: Precision) -> None:
+    dtype = dtype_for(precision)
+    layer = make_layer(
+        case["max_embed"], case["max_widths"], case["seed"], case["capacity_factor"], dtype
+    )
     widths, top_k, n = case["widths"], case["top_k"], case["tokens"]
-    x = torch.randn(n, case["embed"], dtype=torch.float64)
+    x = torch.randn(n, case["embed"], dtype=torch.float64).to(dtype)
     if len(widths) > 1:
-        assume(routing_margin(layer, x, len(widths), top_k) > 1e-6)
+        with precision.autocast():  # bf16 router logits tie more often: the margin is theirs
+            assume(routing_margin(layer, x, len(widths), top_k) > 1e-6)
     capacity = None
     if case["capacity_factor"] is not None and len(widths) > 1:
         capacity = max(1, int(case["capacity_factor"] * n * top_k / len(widths)))
-    compare_with_reference(layer, x, widths, top_k, capacity)
+    compare_with_reference(layer, x, widths, top_k, capacity, precision)
