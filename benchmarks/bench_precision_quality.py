@@ -16,7 +16,14 @@ import json
 from pathlib import Path
 from typing import Any
 
-from common import base_parser, machine_info, machine_markdown, markdown_table, write_results
+from common import (
+    base_parser,
+    machine_info,
+    machine_markdown,
+    markdown_table,
+    set_threads,
+    write_results,
+)
 
 from automoe.evaluate import main as evaluate_main
 
@@ -102,6 +109,7 @@ def main() -> None:
     p.add_argument("--runs", type=Path, nargs="+", required=True, help="trained SuperNet runs")
     p.add_argument("--beam", type=int, default=4)
     args = p.parse_args()
+    set_threads(args.threads)  # what every evaluation runs with, recorded as such
     info = machine_info(args.threads)
     rows = [row for run in args.runs for row in score_run(run, args.threads, args.beam)]
     table = markdown_table(
