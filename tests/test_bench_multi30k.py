@@ -21,7 +21,7 @@ from multi30k.settings import Layout, fix_settings  # noqa: E402
 from multi30k.stages import ALL, Scheduler, Stage, StageTimes  # noqa: E402
 
 from automoe.arch import ArchConfig  # noqa: E402
-from automoe.errors import AutomoeError  # noqa: E402
+from automoe.errors import AutomoeError, run_cli  # noqa: E402
 from automoe.space import SearchSpace  # noqa: E402
 
 
@@ -71,6 +71,33 @@ def test_quick_run_does_every_stage_and_a_second_run_reuses_them(
     assert again["ran"] == [] and again["pending"] == []
     assert _mtimes(work) == before  # nothing rerun, nothing rewritten
     assert "ran 0 stage(s)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--supernet=MISSING"], "no finished SuperNet run there"),
+        (["--supernet=TINY"], "was trained on another space than --space multi30k"),
+        (["--predictor=MISSING"], "--predictor MISSING: no such file"),
+        (["--seeds=1,1"], "give distinct seeds"),
+    ],
+)
+def test_inputs_that_cannot_work_are_refused_before_anything_is_written(
+    tmp_path: Path,
+    tiny_run: Path,
+    capsys: pytest.CaptureFixture,
+    flags: list[str],
+    message: str,
+) -> None:
+    work = tmp_path / "work"
+    paths = {"MISSING": str(tmp_path / "missing"), "TINY": str(tiny_run)}
+    for old, new in paths.items():
+        flags = [f.replace(old, new) for f in flags]
+        message = message.replace(old, new)
+    assert run_cli(bench_multi30k.main, ["--quick", f"--work={work}", *flags]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+    assert not work.exists()
 
 
 def test_other_sizes_on_an_old_work_folder_are_refused(tmp_path: Path) -> None:

@@ -83,53 +83,54 @@ def table(collected: dict[str, Any]) -> str:
 
 
 def compute(plan: Plan, collected: dict[str, Any], times: StageTimes) -> list[list[str]]:
-    """Wall and CPU hours per stage (CPU = wall x threads)."""
-    out: list[list[str]] = []
+    """Wall and CPU hours per stage (CPU = wall x threads), and their total."""
+    rows: list[tuple[str, float | None, int | None, str]] = []
 
-    def add(name: str, seconds: float | None, threads: int | None, note: str = "") -> None:
-        cpu = None if seconds is None or threads is None else seconds * threads
-        out.append(
-            [
-                name,
-                _f(seconds, ".2f", 3600),
-                "?" if threads is None else str(threads),
-                _f(cpu, ".2f", 3600),
-                note,
-            ]
-        )
-
-    def stage(name: str) -> tuple[float | None, int | None]:
+    def stage(name: str, note: str = "") -> None:
         entry = times.data.get(name)
-        return (None, None) if entry is None else (entry["seconds"], entry["threads"])
+        if entry is None:
+            rows.append((name, None, None, note))
+        else:
+            rows.append((name, entry["seconds"], entry["threads"], note))
 
     supernet = training_record_supernet(plan.supernet)
-    threads = None if plan.inputs.supernet else plan.inputs.jobs
-    add(
-        "SuperNet training",
-        None if supernet is None else supernet["elapsed_s"],
-        threads,
-        "reused" if plan.inputs.supernet else "",
+    rows.append(
+        (
+            "SuperNet training",
+            None if supernet is None else supernet["elapsed_s"],
+            None if plan.inputs.supernet else plan.inputs.jobs,
+            f"reused: {plan.supernet}" if plan.inputs.supernet else "",
+        )
     )
     for name in ("latency dataset", "latency predictor"):
-        add(name, *stage(name), "reused" if plan.inputs.predictor else "")
-    add("dense latency", *stage("dense latency"))
+        stage(name, "reused" if plan.inputs.predictor else "")
+    stage("dense latency")
     for row in ROWS:
         if row.strategy:
             search = collected["rows"][row.key]["search"]["summary"]
             note = "" if search is None else f"{search['evaluations']} evaluations"
             wall = None if search is None else search["wall_s"]
-            add(f"search {row.key} (scoring)", wall, 1, note)
+            rows.append((f"search {row.key} (scoring)", wall, 1, note))
+    first = plan.sizes.seeds[0]
     names = [f"{r.key}-s{s}" for r in ROWS for s in plan.sizes.seeds]
-    names += [f"{k}-ft-s{plan.sizes.seeds[0]}" for k in FINETUNED]
-    names += [f"{p['name']}-s{plan.sizes.seeds[0]}" for p in plan.front_points()]
+    names += [f"{k}-ft-s{first}" for k in FINETUNED]
+    names += [f"{p['name']}-s{first}" for p in plan.front_points()]
     for name in names:
         record = training_record(plan.layout.train(name))
-        add(f"train {name}", None if record is None else record["elapsed_s"], 1)
+        rows.append((f"train {name}", None if record is None else record["elapsed_s"], 1, ""))
     for prefix, label in (("eval ", "evaluations"), ("inherited ", "inherited evaluations")):
         spent = [v["seconds"] for k, v in times.data.items() if k.startswith(prefix)]
-        add(label, sum(spent) if spent else None, 1, f"{len(spent)} stages")
-    for name in ("timing latency", "timing throughput"):
-        add(name, *stage(name))
+        rows.append((label, sum(spent) if spent else None, 1, f"{len(spent)} stages"))
+    stage("timing latency")
+    stage("timing throughput")
+    out = []
+    total = 0.0
+    for name, seconds, threads, note in rows:
+        cpu = None if seconds is None or threads is None else seconds * threads
+        total += cpu or 0.0
+        shown_cpu = "?" if seconds is not None and threads is None else _f(cpu, ".2f", 3600)
+        out.append([name, _f(seconds, ".2f", 3600), str(threads or "?"), shown_cpu, note])
+    out.append(["total (stages done)", "", "", f"{total / 3600:.2f}", ""])
     return out
 
 
@@ -172,11 +173,18 @@ def estimator_md(collected: dict[str, Any]) -> str:
         "from-scratch BLEU",
         "gap",
     ]
+
+    def tau(key: str) -> str:
+        if est["complete"] < 3:
+            return PENDING if est["complete"] < len(est["points"]) else "n/a (under 3 points)"
+        value = est.get(key)
+        return "n/a (a constant ranking)" if value is None else f"{value:.2f}"
+
     summary = (
         f"{est['complete']} of {len(est['points'])} architectures complete. Mean absolute BLEU "
         f"gap {_f(est.get('mean_abs_gap'))}; Kendall tau (inherited BLEU vs from-scratch BLEU) "
-        f"{_f(est.get('tau_bleu'))}; Kendall tau (minus inherited validation loss vs "
-        f"from-scratch BLEU) {_f(est.get('tau_loss'))} (n/a below 3 points)."
+        f"{tau('tau_bleu')}; Kendall tau (minus inherited validation loss vs from-scratch "
+        f"BLEU) {tau('tau_loss')}."
     )
     return markdown_table(header, rows) + "\n\n" + summary
 
@@ -289,6 +297,19 @@ def intro(plan: Plan, collected: dict[str, Any], quick: bool, pending: int) -> s
     )
 
 
+def timing_md(collected: dict[str, Any]) -> str:
+    """When and how loaded the machine was while the timing stage ran (stages run in
+    several sessions; the line above is this invocation's)."""
+    timing = collected["timing_machine"]
+    if timing is None:
+        return ""
+    return (
+        f"- latency measured {timing['date']} with {timing['threads']} thread(s), load average "
+        f"at its start {timing['loadavg_at_start']}; rounds used: quiet ones when at least 3 "
+        "were (see multi30k.json)"
+    )
+
+
 def write(
     plan: Plan,
     collected: dict[str, Any],
@@ -349,6 +370,7 @@ def write(
             "## Machine",
             "",
             machine_markdown(info),
+            timing_md(collected),
             "",
             "## Pending",
             "",

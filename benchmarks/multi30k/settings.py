@@ -15,6 +15,16 @@ from typing import Any
 from automoe.errors import AutomoeError
 from automoe.files import write_text_atomic
 
+# Sizes that only decide when stages start and stop, not what they compute.
+SCHEDULING = (
+    "eval_minutes",
+    "measure_minutes",
+    "fit_minutes",
+    "timing_minutes",
+    "min_start",
+    "margin",
+    "timing_wait_s",
+)
 # The latency fractions of the dense model the searches are constrained to.
 FRACTIONS = {"half": (1, 2), "third": (1, 3)}
 
@@ -65,6 +75,11 @@ class Sizes:
         out["data_flags"] = list(self.data_flags)
         out["seeds"] = list(self.seeds)
         return out
+
+    def fixed(self) -> dict[str, Any]:
+        """The sizes results depend on (not the scheduling estimates): a work folder keeps
+        them from its first invocation on."""
+        return {k: v for k, v in self.to_dict().items() if k not in SCHEDULING}
 
 
 FULL = Sizes()
