@@ -15,9 +15,10 @@ BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 sys.path.insert(0, str(BENCH))
 
 import bench_multi30k  # noqa: E402
-from multi30k import archs, results  # noqa: E402
-from multi30k.rows import ROWS  # noqa: E402
-from multi30k.settings import Layout, fix_settings  # noqa: E402
+from multi30k import archs, model_stages, results, search_stages  # noqa: E402
+from multi30k.plan import Inputs, Plan  # noqa: E402
+from multi30k.rows import ROWS, SEARCHED  # noqa: E402
+from multi30k.settings import QUICK, Layout, fix_settings  # noqa: E402
 from multi30k.stages import ALL, Scheduler, Stage, StageTimes  # noqa: E402
 
 from automoe.arch import ArchConfig  # noqa: E402
@@ -252,3 +253,41 @@ def test_targets_say_met_or_missed_by_how_much() -> None:
     assert checks["SuperNet largest BLEU"]["missed_by"] == pytest.approx(2.0)
     pending = results.targets({**rows, "dense": {**rows["dense"], "bleu": None}}, {"bleu": None})
     assert pending[0]["met"] is None and "pending" in pending[0]["text"]
+
+
+@pytest.fixture
+def plan(tmp_path: Path) -> Plan:
+    inputs = Inputs("multi30k", None, None, None, jobs=2, latency_threads=1)
+    return Plan(QUICK, Layout(tmp_path / "work", tmp_path / "results"), inputs)
+
+
+def test_a_search_paused_by_its_time_limit_resumes_with_the_minutes_left(plan: Plan) -> None:
+    row = next(r for r in SEARCHED if r.key == "automoe-half")
+    stage = search_stages.search(plan, row)
+    assert "--resume" not in stage.args_now(10.0) and "--time-limit=10.00" in stage.args_now(10.0)
+    run = plan.layout.search(row.key)
+    run.mkdir(parents=True)
+    (run / "search.json").write_text("{}")
+    (run / "evaluations.jsonl").write_text(json.dumps({"elapsed_s": 120.0}) + '\n{"elaps')
+    args = stage.args_now(10.0)
+    assert "--resume" in args and "--time-limit=12.00" in args  # its limit counts all scoring
+    assert stage.args_now(None)[-1] == "--no-progress"  # no limit: none passed
+    (run / "summary.json").write_text(json.dumps({"ending": {"stopped_by": "time limit"}}))
+    assert not stage.done()
+    (run / "summary.json").write_text(json.dumps({"ending": {"stopped_by": "evaluations"}}))
+    assert stage.done()
+
+
+def test_a_started_training_resumes_from_its_checkpoint(plan: Plan) -> None:
+    stage = model_stages.training(plan, "dense", 2)
+    assert stage.deps == ("baselines",) and "--seed=2" in stage.command
+    assert "--arch=" + str(plan.arch_file("dense")) in stage.args_now(None)
+    run = plan.layout.train("dense-s2")
+    run.mkdir(parents=True)
+    (run / "checkpoint.pt.prev").write_bytes(b"")  # even when only the previous one survives
+    args = stage.args_now(5.0)
+    assert args[:2] == [f"--run={run}", "--resume"] and args[-1] == "--time-limit=5.00"
+    assert not any(a.startswith("--arch") for a in args)  # fixed by the run folder
+    finetune = model_stages.training(plan, "automoe-half", 1, finetune=True)
+    assert finetune.deps == ("search automoe-half", "supernet")
+    assert f"--init-from={plan.supernet}" in finetune.command

@@ -86,8 +86,13 @@ class Collector:
         return None if stage is None else stage.shown()
 
     def arch(self, key: str) -> ArchConfig | None:
+        """A row's architecture; a search's only once it is done (a paused search's
+        best.yaml is its best so far)."""
+        search = self.stages.get(f"search {key}")
         path = self.plan.arch_file(key)
-        return ArchConfig.load(path) if path.is_file() else None
+        if not path.is_file() or (search is not None and not search.done()):
+            return None
+        return ArchConfig.load(path)
 
     def cost(self, arch: ArchConfig | None) -> dict[str, float] | None:
         if arch is None or self.costs is None:
