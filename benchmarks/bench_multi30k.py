@@ -1,0 +1,219 @@
+"""The AutoMoE headline on Multi30k en-de: every stage of the paper's main comparison, one
+command, resumable.
+
+    python benchmarks/bench_multi30k.py --supernet runs/m30k-ende --time-limit 600
+    python benchmarks/bench_multi30k.py --quick          # every stage at toy size (~2.5 min)
+
+The full run costs about 40 CPU-hours, some 20 hours on 2 idle cores (a SuperNet trained
+here adds about 1.5 hours): 18 trainings of 3000 updates (1 thread: 3.3 s per update for
+the dense model, 3.5 for Switch, less for the searched ones), 29 beam-4 test evaluations,
+four searches of 300 architectures, a latency dataset of 120 and the timing runs. Repeat
+the same command until it says every stage is done; each invocation writes the report.
+
+Stages (each writes under --work and is skipped once its output exists): the SuperNet
+(or --supernet), a latency dataset and predictor (or --predictor), the dense and Switch
+baselines, the dense model's latency and bounds at 1/2 and 1/3 of it, four searches
+(AutoMoE at 1/2 and 1/3, random and HAT-style dense at 1/2), the final training of every
+model from scratch (--seeds) plus the AutoMoE winners fine-tuned from the SuperNet, test BLEU
+and chrF, latency and throughput of all models interleaved, and the SuperNet as an estimator
+of from-scratch quality. Writes multi30k.md and multi30k.json into --results after every
+invocation, with "pending" for what is not done yet, and prints the command to continue.
+
+Library commands run as background processes, --jobs at a time with one thread each;
+timing stages run alone. With --time-limit, nothing starts that cannot checkpoint before
+the limit, trainings and searches get the time that is left, and what still runs at the
+limit is stopped (its checkpoint is kept); the next invocation continues.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import fcntl
+import shlex
+import signal
+import sys
+import time
+from pathlib import Path
+
+from common import RESULTS, machine_info
+from multi30k import report
+from multi30k.plan import Inputs, Plan, supernet_ready
+from multi30k.results import Collector
+from multi30k.settings import Layout, fix_settings, sizes_for
+from multi30k.stages import Scheduler, StageTimes
+
+from automoe.argtypes import positive_float, positive_int
+from automoe.errors import AutomoeError, run_cli
+from automoe.runs import read_run_file
+from automoe.space import SearchSpace
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python benchmarks/bench_multi30k.py",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--quick", action="store_true", help="every stage at toy size (minutes)")
+    p.add_argument("--work", type=Path, help="stage outputs (default runs/multi30k-bench[-quick])")
+    p.add_argument(
+        "--results",
+        type=Path,
+        help="report folder (default benchmarks/results; quick: WORK/results)",
+    )
+    p.add_argument("--space", default="multi30k", help="search space: preset or YAML file")
+    p.add_argument("--supernet", type=Path, help="reuse this trained SuperNet run folder")
+    p.add_argument("--predictor", type=Path, help="reuse this latency predictor file")
+    p.add_argument("--data-dir", help="folder holding multi30k/ (else $AUTOMOE_DATA_DIR)")
+    p.add_argument("--evaluations", type=positive_int, help="per search (default 300)")
+    p.add_argument("--final-steps", type=positive_int, help="updates per final model (3000)")
+    p.add_argument("--seeds", help="comma-separated seeds of the final trainings (1,2)")
+    p.add_argument("--estimator-points", type=positive_int, help="front points trained (4)")
+    p.add_argument("--jobs", type=positive_int, default=2, help="cores: jobs run at a time")
+    p.add_argument("--latency-threads", type=positive_int, default=2, help="threads when timing")
+    p.add_argument("--time-limit", type=positive_float, help="minutes for this invocation")
+    p.add_argument(
+        "--inline",
+        action=argparse.BooleanOptionalAction,
+        help="run commands in this process, one at a time (default with --quick: no process "
+        "start-ups; the time limit is then only passed on, not enforced)",
+    )
+    return p
+
+
+def _seeds(text: str | None) -> tuple[int, ...] | None:
+    if text is None:
+        return None
+    try:
+        seeds = tuple(int(s) for s in text.split(","))
+    except ValueError:
+        raise AutomoeError(f"--seeds {text!r}: write comma-separated integers, e.g. 1,2") from None
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise AutomoeError(f"--seeds {text!r}: give distinct seeds, e.g. 1,2")
+    return seeds
+
+
+def _check_inputs(args: argparse.Namespace) -> None:
+    """Refuse reused stages that do not fit, before anything is written."""
+    space = SearchSpace.load(args.space)
+    if args.supernet is not None:
+        if not supernet_ready(args.supernet):
+            raise AutomoeError(
+                f"--supernet {args.supernet}: no finished SuperNet run there (run.json and "
+                "supernet.pt); finish its training or leave --supernet out to train one"
+            )
+        if read_run_file(args.supernet)["space"] != space.to_dict():
+            raise AutomoeError(
+                f"--supernet {args.supernet} was trained on another space than --space "
+                f"{args.space}; pass the space it was trained on"
+            )
+    if args.predictor is not None and not args.predictor.is_file():
+        raise AutomoeError(f"--predictor {args.predictor}: no such file")
+
+
+@contextlib.contextmanager
+def _lock(work: Path):
+    """One invocation per work folder: two would train into the same run folders."""
+    work.mkdir(parents=True, exist_ok=True)
+    with (work / ".lock").open("a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise AutomoeError(
+                f"another bench_multi30k.py is running on {work}; wait for it or stop it"
+            ) from None
+        yield
+
+
+def _here(path: Path) -> Path:
+    """`path` relative to the working directory when inside it: the report's commands then
+    name no folder of this machine."""
+    try:
+        return path.relative_to(Path.cwd())
+    except ValueError:
+        return path
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser().parse_args(argv)
+    sizes = sizes_for(
+        args.quick,
+        evaluations=args.evaluations,
+        final_steps=args.final_steps,
+        seeds=_seeds(args.seeds),
+        estimator_points=args.estimator_points,
+    )
+    work = args.work or Path("runs/multi30k-bench-quick" if args.quick else "runs/multi30k-bench")
+    layout = Layout(work, args.results or (work / "results" if args.quick else _here(RESULTS)))
+    _check_inputs(args)
+    inputs = Inputs(
+        args.space,
+        args.supernet,
+        args.predictor,
+        args.data_dir,
+        args.jobs,
+        args.latency_threads,
+    )
+    with _lock(work):
+        fix_settings(
+            layout,
+            {
+                "space": SearchSpace.load(args.space).to_dict(),
+                "supernet": None if args.supernet is None else str(args.supernet.resolve()),
+                "predictor": None if args.predictor is None else str(args.predictor.resolve()),
+                "sizes": sizes.fixed(),
+            },
+        )
+        return _run(Plan(sizes, layout, inputs), args, argv)
+
+
+def _run(plan: Plan, args: argparse.Namespace, argv: list[str]) -> int:
+    info = machine_info(args.latency_threads)
+    times = StageTimes(plan.layout.stage_times)
+    stages = plan.stages()
+    done = sum(s.done() for s in stages)
+    limit = f", time limit {args.time_limit:g} min" if args.time_limit else ""
+    print(f"{done} of {len(stages)} stages done in {plan.layout.work}; {args.jobs} core(s){limit}")
+    scheduler = Scheduler(
+        args.jobs,
+        plan.layout.logs,
+        times,
+        None if args.time_limit is None else time.monotonic() + args.time_limit * 60,
+        plan.sizes.min_start,
+        plan.sizes.margin,
+        args.quick if args.inline is None else args.inline,
+    )
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    interrupted = False
+    try:
+        scheduler.run(plan.stages)
+    except KeyboardInterrupt:
+        interrupted = True
+        print("interrupted: stopping the running stages (their checkpoints are kept)")
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        cont = " ".join(["python benchmarks/bench_multi30k.py", *map(shlex.quote, argv)])
+        outcome = scheduler.outcome
+        report.write(plan, Collector(plan).collect(), outcome, times, info, cont, args.quick)
+    pending = [s.name for s in plan.stages() if not s.done()]
+    print(f"ran {len(outcome.done)} stage(s): {', '.join(outcome.done) or 'none'}")
+    print(f"wrote {plan.layout.report_md} and {plan.layout.report_json}")
+    if pending:
+        print(f"{len(pending)} stage(s) pending: {', '.join(pending)}")
+        print(f"continue with: {cont}")
+    else:
+        print("every stage is done")
+    if outcome.failed:
+        print(f"{len(outcome.failed)} stage(s) failed: {', '.join(outcome.failed)} (see logs)")
+        return 1
+    return 130 if interrupted else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(run_cli(main))

@@ -1,0 +1,166 @@
+"""The architectures and constraints the comparison is about.
+
+Baselines: `dense` is the largest dense architecture of the space (every layer one expert of
+the widest FFN, as the search's own "dense" reference is built); `switch` is the same shape
+with 4 equal experts, top-1 token routing, in every other FFN layer of the encoder and the
+decoder (Switch Transformer), or as many experts as the space allows if fewer. The HAT-style
+space is the space with one expert per layer: HAT's dense search in AutoMoE's space.
+
+Constraints are fractions of the dense model's latency (the predictor's figure, beside the
+measured one); a bound that too few architectures of a searched space meet (by the latency
+predictor) is raised to the latency that `min_share` of them meet, and the report says so.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from automoe.arch import ArchConfig
+from automoe.files import write_text_atomic
+from automoe.predictors import CostPredictor
+from automoe.search_results import spread
+from automoe.space import SearchSpace
+
+SWITCH_EXPERTS = 4
+SAMPLES = 1000  # architectures drawn to estimate the share of a space under a bound
+
+
+def dense_arch(space: SearchSpace) -> ArchConfig:
+    """The largest architecture with one expert of the widest FFN in every layer."""
+    largest = space.largest().to_dict()
+    for side in ("encoder", "decoder"):
+        widths = largest[f"{side}_ffn_dims"]
+        largest[f"{side}_ffn_dims"] = [[max(layer)] for layer in widths]
+        largest[f"{side}_top_k"] = [1] * len(widths)
+    return ArchConfig.from_dict(largest)
+
+
+def switch_arch(space: SearchSpace) -> ArchConfig:
+    """The dense shape with equal top-1 experts in every other layer (the 2nd, 4th, ...)."""
+    arch = dense_arch(space).to_dict()
+    for side in ("encoder", "decoder"):
+        experts = min(SWITCH_EXPERTS, max(space.to_dict()[side]["experts"]))
+        arch[f"{side}_ffn_dims"] = [
+            layer * experts if i % 2 == 1 else layer
+            for i, layer in enumerate(arch[f"{side}_ffn_dims"])
+        ]
+    return ArchConfig.from_dict(arch)
+
+
+def dense_space(space: SearchSpace) -> dict[str, Any]:
+    """The space with one expert per layer on both sides (HAT's search space)."""
+    data = space.to_dict()
+    data["name"] = f"{data['name']}-dense"
+    for side in ("encoder", "decoder"):
+        data[side]["experts"] = [1]
+    return data
+
+
+def arch_yaml(arch: ArchConfig) -> str:
+    return yaml.safe_dump(arch.to_dict(), sort_keys=False, default_flow_style=None)
+
+
+def write_baselines(space: SearchSpace, dense: Path, switch: Path, hat_space: Path) -> None:
+    """Write the two baseline architectures and the HAT space, each checked against the space."""
+    for arch, path in ((dense_arch(space), dense), (switch_arch(space), switch)):
+        space.validate(arch)
+        write_text_atomic(path, arch_yaml(arch))
+    hat = dense_space(space)
+    SearchSpace.from_dict(hat, source=str(hat_space))  # refuses a space that does not load
+    write_text_atomic(hat_space, yaml.safe_dump(hat, sort_keys=False))
+
+
+def _quantile(values: list[float], share: float) -> float:
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(share * len(ordered)) - 1)]
+
+
+def write_constraints(
+    dense_json: Path,
+    dense_file: Path,
+    predictor_path: Path,
+    spaces: dict[str, list[SearchSpace]],
+    fractions: dict[str, tuple[int, int]],
+    min_share: float,
+    out: Path,
+) -> None:
+    """Bounds at each fraction of the dense model's latency as the latency predictor gives
+    it: the searches compare predicted latencies, so a predictor off in scale (measured at
+    another moment of a drifting machine) moves the bounds with it and leaves the fractions
+    right. `latency measure`'s figure for the dense model is recorded beside it.
+
+    `spaces[fraction]` are the spaces searched at that fraction; each must keep at least
+    `min_share` of its architectures (by the predictor) under the bound, else it is raised.
+    """
+    measured = json.loads(dense_json.read_text())
+    predictor = CostPredictor.load(predictor_path)
+    dense_ms = float(predictor.predict_archs([ArchConfig.load(dense_file)])[0])
+    floors: dict[str, float] = {}
+    for space in {s.name: s for group in spaces.values() for s in group}.values():
+        rng = random.Random(0)
+        predicted = predictor.predict_archs([space.sample(rng) for _ in range(SAMPLES)])
+        floors[space.name] = _quantile([float(v) for v in predicted], min_share)
+    bounds: dict[str, Any] = {}
+    for key, (num, den) in fractions.items():
+        wanted = dense_ms * num / den
+        floor = max(floors[space.name] for space in spaces[key])
+        bounds[key] = {
+            "fraction": f"{num}/{den}",
+            "wanted_ms": wanted,
+            "bound_ms": max(wanted, floor),
+            "raised": floor > wanted,
+            "floor_ms": floor,
+        }
+    record = {
+        "dense_predicted_ms": dense_ms,
+        "dense_measured_ms": float(measured["latency_ms"]),
+        "dense_measured_median_ms": measured.get("median_ms"),
+        "dense_measured_iqr_ms": measured.get("iqr_ms"),
+        "protocol": measured.get("protocol"),
+        "min_share": min_share,
+        "bounds": bounds,
+    }
+    write_text_atomic(out, json.dumps(record, indent=2) + "\n")
+
+
+def front_rows(search: Path) -> list[dict[str, Any]]:
+    """The search's latency Pareto front over its feasible candidates, fastest first."""
+    keys = json.loads((search / "pareto.json").read_text()).get("latency_ms", [])
+    rows = {}
+    for line in (search / "evaluations.jsonl").read_text().splitlines():
+        if line.strip():
+            row = json.loads(line)
+            rows[row["arch_key"]] = row
+    return sorted((rows[k] for k in keys if k in rows), key=lambda r: r["latency_ms"])
+
+
+def write_front(search: Path, exclude: set[str], points: int, folder: Path, out: Path) -> None:
+    """`points` front architectures spread over latency, none already a row of the table."""
+    front = [r for r in front_rows(search) if r["arch_key"] not in exclude]
+    chosen = [front[i] for i in spread(len(front), points)] if points else []
+    listed = []
+    for i, row in enumerate(chosen, start=1):
+        name = f"front-{i:02d}"
+        path = folder / f"{name}.yaml"
+        write_text_atomic(path, arch_yaml(ArchConfig.from_dict(row["arch"])))
+        listed.append(
+            {
+                "name": name,
+                "file": str(path),
+                "arch_key": row["arch_key"],
+                "predicted_ms": row["latency_ms"],
+                "loss": row["loss"],
+            }
+        )
+    write_text_atomic(out, json.dumps({"front_size": len(front), "points": listed}, indent=2))
+
+
+def arch_key(path: Path) -> str | None:
+    """The architecture's key if its file exists (a search may not have written it yet)."""
+    return ArchConfig.load(path).key() if path.is_file() else None

@@ -1,0 +1,192 @@
+"""The stages that train and score models: the SuperNet, each final model (from scratch or
+fine-tuned), its evaluation, the SuperNet-as-estimator evaluations and the timing runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from automoe.files import previous_path
+from automoe.runs import CHECKPOINT_FILE, MODEL_FILE, SUPERNET_FILE
+from multi30k import timing
+from multi30k.rows import BASELINES, FRONT_PREFIX, LARGEST
+from multi30k.stages import ALL, Stage
+
+if TYPE_CHECKING:
+    from multi30k.plan import Plan
+
+
+def resumable_training(
+    plan: Plan,
+    name: str,
+    command: tuple[str, ...],
+    final: str,
+    deps: tuple[str, ...] = (),
+    slots: int = 1,
+    threads: int = 1,
+) -> Stage:
+    """A training that continues its run folder's checkpoint when it has one, and is told
+    the minutes left (`--time-limit`: it pauses with a checkpoint)."""
+    run = Path(next(a for a in command if a.startswith("--run=")).removeprefix("--run="))
+
+    def argv(left: float | None) -> list[str]:
+        checkpoint = run / CHECKPOINT_FILE
+        if checkpoint.exists() or previous_path(checkpoint).exists():
+            args = [f"--run={run}", "--resume", f"--threads={threads}", "--no-progress"]
+            args += plan.common_flags()
+        else:
+            args = list(command[1:])
+        return args + ([f"--time-limit={left:.2f}"] if left is not None else [])
+
+    return Stage(
+        name, run / final, deps, command, argv, slots=slots, threads=threads, checkpoints=True
+    )
+
+
+def supernet_training(plan: Plan) -> Stage:
+    """The paper's SuperNet on the space, with every core (nothing else can start before)."""
+    s, jobs = plan.sizes, plan.inputs.jobs
+    command = (
+        "automoe.train",
+        f"--run={plan.layout.supernet}",
+        f"--space={plan.inputs.space}",
+        "--pairs=en-de",
+        *s.data_flags,
+        f"--max-steps={s.supernet_steps}",
+        f"--warmup-steps={s.supernet_warmup}",
+        f"--dropout={s.dropout}",
+        f"--validate-every={s.supernet_validate}",
+        f"--checkpoint-every={s.supernet_checkpoint}",
+        f"--threads={jobs}",
+        "--no-progress",
+        *plan.common_flags(),
+    )
+    return resumable_training(plan, "supernet", command, SUPERNET_FILE, slots=ALL, threads=jobs)
+
+
+def arch_deps(key: str) -> tuple[str, ...]:
+    """The stage that writes an architecture's file."""
+    if key in BASELINES:
+        return ("baselines",)
+    if key.startswith(FRONT_PREFIX):
+        return ("front",)
+    return (f"search {key}",)
+
+
+def training(plan: Plan, key: str, seed: int, finetune: bool = False) -> Stage:
+    """From scratch (`--arch`, the SuperNet's data settings), or from the SuperNet's
+    inherited weights (`--init-from`), with the common budget."""
+    s = plan.sizes
+    name = f"{key}-ft-s{seed}" if finetune else f"{key}-s{seed}"
+    source = (
+        [f"--init-from={plan.supernet}"]
+        if finetune
+        else [f"--space={plan.inputs.space}", *plan.data_flags()]
+    )
+    command = (
+        "automoe.train",
+        f"--run={plan.layout.train(name)}",
+        f"--arch={plan.arch_file(key)}",
+        *source,
+        f"--max-steps={s.final_steps}",
+        f"--warmup-steps={s.final_warmup}",
+        f"--dropout={s.dropout}",
+        f"--validate-every={s.validate_every}",
+        f"--checkpoint-every={s.checkpoint_every}",
+        f"--seed={seed}",
+        "--threads=1",
+        "--no-progress",
+        *plan.common_flags(),
+    )
+    deps = arch_deps(key) + (("supernet",) if finetune else ())
+    return resumable_training(plan, f"train {name}", command, MODEL_FILE, deps)
+
+
+def _test_flags(plan: Plan) -> list[str]:
+    s = plan.sizes
+    return [
+        "--split=test_2016_flickr",
+        f"--beam={s.beam}",
+        *([f"--limit={s.eval_limit}"] if s.eval_limit else []),
+    ]
+
+
+def evaluation(plan: Plan, name: str, deps: tuple[str, ...]) -> Stage:
+    """Test BLEU and chrF of a trained model (or of the SuperNet's largest)."""
+    out = plan.layout.evaluation(name)
+    model = (
+        [f"--model={plan.supernet}", "--arch=largest"]
+        if name == LARGEST
+        else [f"--model={plan.layout.train(name)}"]
+    )
+    command = (
+        "automoe.evaluate",
+        *model,
+        *_test_flags(plan),
+        "--threads=1",
+        f"--out={out}",
+        *plan.common_flags(),
+    )
+    return Stage(f"eval {name}", out, deps, command, minutes=plan.sizes.eval_minutes)
+
+
+def inherited(plan: Plan, key: str) -> list[Stage]:
+    """Validation loss (all sentences) and test BLEU of an architecture with the SuperNet's
+    weights: what the search sees, to set against the model trained from scratch."""
+    s, out = plan.sizes, []
+    val = ["--split=val", "--no-bleu", *([f"--limit={s.val_limit}"] if s.val_limit else [])]
+    for split, flags in (("val", val), ("test", _test_flags(plan))):
+        path = plan.layout.estimator / f"{key}-inherited-{split}.json"
+        command = (
+            "automoe.evaluate",
+            f"--model={plan.supernet}",
+            f"--arch={plan.arch_file(key)}",
+            *flags,
+            "--threads=1",
+            f"--out={path}",
+            *plan.common_flags(),
+        )
+        deps = ("supernet", *arch_deps(key))
+        out.append(Stage(f"inherited {key} {split}", path, deps, command, minutes=s.eval_minutes))
+    return out
+
+
+def timings(plan: Plan, headline: list[Stage]) -> list[Stage]:
+    """Latency and throughput of every timed model, each in one interleaved run, alone."""
+    s, threads = plan.sizes, plan.inputs.latency_threads
+    deps = (*(t.name for t in headline), "supernet", "front")
+
+    def latency() -> None:
+        timing.measure_latency_all(
+            plan.timed_models(), plan.layout.latency, s, threads, plan.inputs.data_dir
+        )
+
+    def throughput() -> None:
+        timing.measure_throughput_all(
+            plan.timed_models(), plan.layout.throughput, s, threads, plan.inputs.data_dir
+        )
+
+    return [
+        Stage(
+            "timing latency",
+            plan.layout.latency,
+            deps,
+            action=latency,
+            about="CPU latency of every model, the paper's protocol, models interleaved "
+            "(benchmarks/multi30k/timing.py)",
+            slots=ALL,
+            threads=threads,
+            minutes=s.timing_minutes,
+        ),
+        Stage(
+            "timing throughput",
+            plan.layout.throughput,
+            deps,
+            action=throughput,
+            about=f"decoding throughput at batch {s.throughput_batch}, beam {s.beam}, "
+            "models interleaved (benchmarks/multi30k/timing.py)",
+            slots=ALL,
+            threads=threads,
+            minutes=s.timing_minutes,
+        ),
+    ]

@@ -1,0 +1,136 @@
+"""Every stage of the comparison, in the order the scheduler prefers them.
+
+Order: the SuperNet, the latency predictor and the dense latency (the searches need them),
+the four searches, then the headline's first-seed trainings with their evaluations, the
+timing of every model (nothing else runs meanwhile), the SuperNet-as-estimator evaluations,
+the later seeds and last the fine-tuned side column. The plan is rebuilt after each stage:
+the bounds come from the dense latency, the estimator's front points from a search.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from automoe.runs import RUN_FILE, SUPERNET_FILE, read_run_file
+from automoe.space import SearchSpace
+from multi30k import archs, model_stages, search_stages
+from multi30k.rows import BASELINES, FINETUNED, FRONT_PREFIX, LARGEST, ROWS, SEARCHED
+from multi30k.settings import Layout, Sizes
+from multi30k.stages import Stage
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """What the command line fixes: the space, reused stages, data, cores and threads."""
+
+    space: str
+    supernet: Path | None
+    predictor: Path | None
+    data_dir: str | None
+    jobs: int
+    latency_threads: int
+
+
+class Plan:
+    """Builds the stage list from the sizes, the folders and what earlier stages wrote."""
+
+    def __init__(self, sizes: Sizes, layout: Layout, inputs: Inputs) -> None:
+        self.sizes = sizes
+        self.layout = layout
+        self.inputs = inputs
+        self.space = SearchSpace.load(inputs.space)
+        self.supernet = inputs.supernet or layout.supernet
+        self.predictor = inputs.predictor or layout.predictor
+
+    def arch_file(self, key: str) -> Path:
+        """A row's or front point's architecture file."""
+        if key in BASELINES:
+            return self.layout.figures / f"{key}.yaml"
+        if key.startswith(FRONT_PREFIX):
+            return self.layout.estimator / f"{key}.yaml"
+        return self.layout.search(key) / "best.yaml"
+
+    @property
+    def hat_space(self) -> Path:
+        return self.layout.figures / "hat_space.yaml"
+
+    def front_points(self) -> list[dict]:
+        """The search's front points chosen for the estimator study (none before it ends)."""
+        path = self.layout.front
+        return json.loads(path.read_text())["points"] if path.is_file() else []
+
+    def data_flags(self) -> list[str]:
+        """The SuperNet's data settings, so every model reads the same text the same way."""
+        if self.inputs.supernet is None:
+            return list(self.sizes.data_flags)
+        data = read_run_file(self.supernet)["data"]
+        return [
+            f"--pairs={','.join(data['pairs'])}",
+            f"--vocab-size={data['vocab_size']}",
+            f"--max-len={data['max_len']}",
+            f"--max-tokens={data['max_tokens']}",
+            f"--train-limit={data['train_limit']}",
+            f"--valid-size={data['valid_size']}",
+        ]
+
+    def common_flags(self) -> list[str]:
+        return [f"--data-dir={self.inputs.data_dir}"] if self.inputs.data_dir else []
+
+    def stages(self) -> list[Stage]:
+        out = [search_stages.baselines(self)]
+        if self.inputs.supernet is None:
+            out.append(model_stages.supernet_training(self))
+        else:
+            out.append(search_stages.reused("supernet", self.supernet / SUPERNET_FILE))
+        if self.inputs.predictor is None:
+            out += [search_stages.latency_dataset(self), search_stages.predictor_fit(self)]
+        else:
+            out.append(search_stages.reused("latency predictor", self.predictor))
+        out += [search_stages.dense_latency(self), search_stages.constraints(self)]
+        out += [search_stages.search(self, row) for row in SEARCHED]
+        out += [search_stages.front(self), model_stages.evaluation(self, LARGEST, ("supernet",))]
+        first, *later = self.sizes.seeds
+        fronts = [p["name"] for p in self.front_points()]
+        headline = [model_stages.training(self, key, first) for key in [*_keys(), *fronts]]
+        rest = [model_stages.training(self, key, seed) for seed in later for key in _keys()]
+        rest += [model_stages.training(self, key, first, finetune=True) for key in FINETUNED]
+        out += [
+            model_stages.evaluation(self, t.name.removeprefix("train "), (t.name,))
+            for t in headline + rest
+        ]
+        out += headline
+        out += model_stages.timings(self, headline)
+        out += [s for key in self.estimator_keys() for s in model_stages.inherited(self, key)]
+        return out + rest
+
+    def estimator_keys(self) -> list[str]:
+        """Rows and front points with distinct architectures (the first name kept)."""
+        keys, seen = [], set()
+        for key in [*_keys(), *(p["name"] for p in self.front_points())]:
+            arch = archs.arch_key(self.arch_file(key))
+            if arch is None or arch not in seen:
+                keys.append(key)
+                seen.add(arch)
+        return keys
+
+    def timed_models(self) -> dict[str, tuple[Path, str | None]]:
+        """Name -> (model, arch) of every model timed: the first seed of each row and front
+        point, and the SuperNet's largest sub-network."""
+        first = self.sizes.seeds[0]
+        keys = [*_keys(), *(p["name"] for p in self.front_points())]
+        models: dict[str, tuple[Path, str | None]] = {
+            key: (self.layout.train(f"{key}-s{first}"), None) for key in keys
+        }
+        models[LARGEST] = (self.supernet, "largest")
+        return models
+
+
+def _keys() -> list[str]:
+    return [row.key for row in ROWS]
+
+
+def supernet_ready(supernet: Path) -> bool:
+    """A usable SuperNet run folder: its settings and its final weights."""
+    return (supernet / RUN_FILE).is_file() and (supernet / SUPERNET_FILE).is_file()

@@ -1,0 +1,408 @@
+"""`multi30k.md` and `multi30k.json`: the table, the targets, the estimator study, compute per
+stage, figures, commands, machine and date; every figure not yet computed reads "pending"."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from common import machine_markdown, markdown_table
+
+from automoe.files import write_text_atomic
+from multi30k import figures
+from multi30k.plan import Plan
+from multi30k.results import training_record
+from multi30k.rows import FINETUNED, LARGEST, ROWS
+from multi30k.stages import Outcome, StageTimes
+
+PENDING = "pending"
+
+
+def _f(value: float | None, spec: str = ".2f", scale: float = 1.0) -> str:
+    return PENDING if value is None else format(value / scale, spec)
+
+
+def _bleu(stats: dict[str, Any] | None) -> str:
+    if stats is None:
+        return PENDING
+    if len(stats["values"]) < 2:
+        return f"{stats['mean']:.2f}"
+    return f"{stats['mean']:.2f} ({stats['min']:.2f}-{stats['max']:.2f})"
+
+
+def _train_hours(row: dict[str, Any]) -> str:
+    runs = [s["training"] for s in row.get("seeds", {}).values() if s["training"]]
+    if not runs:
+        return PENDING
+    return f"{sum(r['elapsed_s'] for r in runs) / len(runs) / 3600:.2f}"
+
+
+def table(collected: dict[str, Any]) -> str:
+    dense = collected["rows"]["dense"]
+    rows = []
+    for row in [*collected["rows"].values(), collected["largest"]]:
+        costs, lat, thr = row["costs"], row["latency"], row["throughput"]
+        flops_ratio = None
+        if costs and dense["costs"]:
+            flops_ratio = costs["flops"] / dense["costs"]["flops"]
+        finetuned = row.get("finetuned")
+        rows.append(
+            [
+                row["label"],
+                _bleu(row["bleu"]),
+                _bleu(row["chrf"]),
+                (_f(finetuned["bleu"]) if finetuned else PENDING)
+                if row["key"] in FINETUNED
+                else "",
+                PENDING if lat is None else f"{lat['median']:.1f} ({lat['iqr']:.1f})",
+                _f(None if lat is None else lat["vs_dense"]),
+                _f(None if costs is None else costs["flops"], ".3f", 1e9),
+                _f(flops_ratio),
+                PENDING
+                if costs is None
+                else f"{costs['params_active'] / 1e6:.2f} / {costs['params_total'] / 1e6:.2f}",
+                _f(None if thr is None else thr["sentences_per_s"], ".1f"),
+                _train_hours(row) if row["key"] != LARGEST else "",
+            ]
+        )
+    header = [
+        "model",
+        "BLEU (seed range)",
+        "chrF",
+        "BLEU fine-tuned",
+        "latency ms (IQR)",
+        "x dense",
+        "GFLOPs",
+        "x dense",
+        "params M active / total",
+        "sent/s",
+        "train h / seed",
+    ]
+    return markdown_table(header, rows)
+
+
+def compute(plan: Plan, collected: dict[str, Any], times: StageTimes) -> list[list[str]]:
+    """Wall and CPU hours per stage (CPU = wall x threads), and their total."""
+    rows: list[tuple[str, float | None, int | None, str]] = []
+
+    def stage(name: str, note: str = "") -> None:
+        entry = times.data.get(name)
+        if entry is None:
+            rows.append((name, None, None, note))
+        else:
+            rows.append((name, entry["seconds"], entry["threads"], note))
+
+    supernet = training_record_supernet(plan.supernet)
+    rows.append(
+        (
+            "SuperNet training",
+            None if supernet is None else supernet["elapsed_s"],
+            None if plan.inputs.supernet else plan.inputs.jobs,
+            f"reused: {plan.supernet}" if plan.inputs.supernet else "",
+        )
+    )
+    for name in ("latency dataset", "latency predictor"):
+        stage(name, "reused" if plan.inputs.predictor else "")
+    stage("dense latency")
+    for row in ROWS:
+        if row.strategy:
+            search = collected["rows"][row.key]["search"]["summary"]
+            note = "" if search is None else f"{search['evaluations']} evaluations"
+            wall = None if search is None else search["wall_s"]
+            rows.append((f"search {row.key} (scoring)", wall, 1, note))
+    first = plan.sizes.seeds[0]
+    names = [f"{r.key}-s{s}" for r in ROWS for s in plan.sizes.seeds]
+    names += [f"{k}-ft-s{first}" for k in FINETUNED]
+    names += [f"{p['name']}-s{first}" for p in plan.front_points()]
+    for name in names:
+        record = training_record(plan.layout.train(name))
+        rows.append((f"train {name}", None if record is None else record["elapsed_s"], 1, ""))
+    for prefix, label in (("eval ", "evaluations"), ("inherited ", "inherited evaluations")):
+        spent = [v["seconds"] for k, v in times.data.items() if k.startswith(prefix)]
+        rows.append((label, sum(spent) if spent else None, 1, f"{len(spent)} stages"))
+    stage("timing latency")
+    stage("timing throughput")
+    out = []
+    total = 0.0
+    for name, seconds, threads, note in rows:
+        cpu = None if seconds is None or threads is None else seconds * threads
+        total += cpu or 0.0
+        shown_cpu = "?" if seconds is not None and threads is None else _f(cpu, ".2f", 3600)
+        out.append([name, _f(seconds, ".2f", 3600), str(threads or "?"), shown_cpu, note])
+    out.append(["total (stages done)", "", "", f"{total / 3600:.2f}", ""])
+    return out
+
+
+def training_record_supernet(run: Path) -> dict[str, Any] | None:
+    path = run / "metrics.jsonl"
+    if not path.is_file():
+        return None
+    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    return json.loads(lines[-1]) if lines else None
+
+
+def targets_md(collected: dict[str, Any]) -> str:
+    lines = []
+    for check in collected["targets"]:
+        mark = {True: "MET", False: "MISSED", None: "PENDING"}[check["met"]]
+        lines.append(f"- **{mark}** {check['text']}")
+    return "\n".join(lines)
+
+
+def estimator_md(collected: dict[str, Any]) -> str:
+    est = collected["estimator"]
+    rows = [
+        [
+            p["label"],
+            _f(p["latency_ms"], ".1f"),
+            _f(p["inherited_val_loss"], ".3f"),
+            _f(p["inherited_bleu"]),
+            _f(p["scratch_bleu"]),
+            PENDING
+            if None in (p["inherited_bleu"], p["scratch_bleu"])
+            else f"{p['inherited_bleu'] - p['scratch_bleu']:+.2f}",
+        ]
+        for p in est["points"]
+    ]
+    header = [
+        "architecture",
+        "latency ms",
+        "inherited val loss",
+        "inherited BLEU",
+        "from-scratch BLEU",
+        "gap",
+    ]
+
+    def tau(key: str) -> str:
+        if est["complete"] < 3:
+            return PENDING if est["complete"] < len(est["points"]) else "n/a (under 3 points)"
+        value = est.get(key)
+        return "n/a (a constant ranking)" if value is None else f"{value:.2f}"
+
+    summary = (
+        f"{est['complete']} of {len(est['points'])} architectures complete. Mean absolute BLEU "
+        f"gap {_f(est.get('mean_abs_gap'))}; Kendall tau (inherited BLEU vs from-scratch BLEU) "
+        f"{tau('tau_bleu')}; Kendall tau (minus inherited validation loss vs from-scratch "
+        f"BLEU) {tau('tau_loss')}."
+    )
+    return markdown_table(header, rows) + "\n\n" + summary
+
+
+def constraints_md(collected: dict[str, Any]) -> str:
+    c = collected["constraints"]
+    if c is None:
+        return f"Dense latency and search bounds: {PENDING}."
+    ratio = c["dense_predicted_ms"] / c["dense_measured_ms"]
+    lines = [
+        f"Dense model: `latency measure` on the SuperNet gives {c['dense_measured_ms']:.2f} ms "
+        f"(trimmed mean; median {_f(c['dense_measured_median_ms'])}, IQR "
+        f"{_f(c['dense_measured_iqr_ms'])}), the latency predictor {c['dense_predicted_ms']:.2f} "
+        f"ms ({ratio:.2f}x). The searches compare predicted latencies, so the bounds are "
+        "fractions of the predictor's figure: a predictor off in scale moves them with it.",
+        "",
+    ]
+    for key, b in c["bounds"].items():
+        raised = (
+            f", raised from {b['wanted_ms']:.2f} ms: fewer than {c['min_share']:.0%} of the "
+            "searched space's architectures are predicted under it"
+            if b["raised"]
+            else ""
+        )
+        lines.append(f"- {key} ({b['fraction']}): `latency_ms<={b['bound_ms']:.2f}`{raised}")
+    return "\n".join(lines)
+
+
+def commands_md(plan: Plan, collected: dict[str, Any]) -> str:
+    stages = {s.name: s for s in plan.stages()}
+    lines = []
+    for name in ("supernet", "latency dataset", "latency predictor", "dense latency"):
+        if name in stages:
+            lines.append(f"- {name}: `{stages[name].shown()}`")
+    for row in collected["rows"].values():
+        lines.append(f"- **{row['label']}**")
+        if row["search"]:
+            lines.append(f"  - search: `{row['search']['command']}`")
+        for what, command in row["commands"].items():
+            if command:
+                lines.append(f"  - {what}: `{command}`")
+    seeds = ", ".join(map(str, plan.sizes.seeds))
+    lines.append(f"- every seed ({seeds}): the same commands with `--seed S` and `-sS` folders")
+    lines.append(f"- SuperNet largest: `{collected['largest']['commands']['evaluate']}`")
+    inherited = [s for s in stages.values() if s.name.startswith("inherited ")]
+    if inherited:
+        lines.append(
+            f"- inherited evaluations (one per architecture and split), e.g. "
+            f"`{inherited[0].shown()}`"
+        )
+    for name in ("timing latency", "timing throughput", "front", "constraints", "baselines"):
+        lines.append(f"- {name}: {stages[name].shown()}")
+    return "\n".join(lines)
+
+
+def pending_md(plan: Plan, outcome: Outcome, cont: str) -> tuple[str, list[str]]:
+    pending = [s for s in plan.stages() if not s.done()]
+    if not pending:
+        return "All stages are done.", []
+    names = []
+    lines = [f"{len(pending)} stage(s) pending:"]
+    for s in pending:
+        why = outcome.failed.get(s.name) and f"FAILED: {outcome.failed[s.name]}"
+        why = why or ("paused (resumes)" if s.name in outcome.paused else "")
+        why = why or outcome.waiting.get(s.name, "")
+        lines.append(f"- {s.name}{f' ({why})' if why else ''}")
+        names.append(s.name)
+    if plan.front_points() == [] and not plan.layout.front.is_file():
+        lines.append(
+            "- and the trainings and evaluations of the search's front points, "
+            "known once its search is done"
+        )
+    lines.append(f"\nContinue with: `{cont}`")
+    return "\n".join(lines), names
+
+
+def _budget(plan: Plan, collected: dict[str, Any]) -> str:
+    """The common training budget in updates, target tokens and CPU-hours."""
+    text = f"{plan.sizes.final_steps} updates"
+    for row in collected["rows"].values():
+        for seed in row["seeds"].values():
+            if seed["training"]:
+                record = seed["training"]
+                return text + (
+                    f" (about {record['tokens'] / 1e6:.1f} M target tokens; {row['label']}: "
+                    f"{record['elapsed_s'] / 3600:.2f} CPU-hours on 1 thread)"
+                )
+    return text
+
+
+def intro(plan: Plan, collected: dict[str, Any], quick: bool, pending: int) -> str:
+    """Status, and how every column is measured."""
+    s = plan.sizes
+    status = "complete" if not pending else f"{pending} stage(s) pending (see the end)"
+    toy = " QUICK RUN (--quick): toy sizes, the figures mean nothing." if quick else ""
+    sentences = f"first {s.eval_limit}" if s.eval_limit else "all 1,000"
+    return (
+        f"Status: {status}.{toy}\n\n"
+        "Every model is trained from scratch with the same budget: "
+        f"{_budget(plan, collected)}, seeds {list(s.seeds)}, dropout {s.dropout}. BLEU and "
+        f"chrF: sacrebleu on test_2016_flickr ({sentences} sentences), beam {s.beam}, mean "
+        "over seeds (range). Latency: the paper's protocol (batch 1, 30-token source, 30 "
+        "cached decoder steps, beam 5), every model measured interleaved in one run, median "
+        "(IQR) and the median per-round ratio to dense. GFLOPs and parameters as the search "
+        "counts them (30/30-token pair, no output projection, uniform routing; parameters "
+        "without embeddings; active = one token's). Throughput: "
+        f"beam-{s.beam} decoding of test sentences in batches of {s.throughput_batch}. The "
+        f"searches: {s.evaluations} evaluations each, validation loss with inherited weights "
+        "under the latency bound."
+    )
+
+
+def timing_md(collected: dict[str, Any]) -> str:
+    """When and how loaded the machine was while the timing stage ran (stages run in
+    several sessions; the line above is this invocation's)."""
+    timing = collected["timing_machine"]
+    if timing is None:
+        return ""
+    return (
+        f"- latency measured {timing['date']} with {timing['threads']} thread(s), load average "
+        f"at its start {timing['loadavg_at_start']}; rounds used: quiet ones when at least 3 "
+        "were (see multi30k.json)"
+    )
+
+
+def write(
+    plan: Plan,
+    collected: dict[str, Any],
+    outcome: Outcome,
+    times: StageTimes,
+    info: dict[str, Any],
+    cont: str,
+    quick: bool,
+) -> None:
+    layout, sizes = plan.layout, plan.sizes
+    drawn = figures.draw_all(collected, layout.figures)
+    _copy_winners(plan)
+    pending, names = pending_md(plan, outcome, cont)
+    compute_rows = compute(plan, collected, times)
+
+    def fig(key: str, title: str) -> str:
+        path = drawn[key]
+        if path is None:
+            return f"{title}: {PENDING}"
+        return f"![{title}]({Path(path).relative_to(layout.results)})"
+
+    md = "\n".join(
+        [
+            "# AutoMoE on Multi30k en-de: the headline comparison",
+            "",
+            intro(plan, collected, quick, len(names)),
+            "",
+            table(collected),
+            "",
+            "## Targets",
+            "",
+            targets_md(collected),
+            "",
+            "## Search constraints",
+            "",
+            constraints_md(collected),
+            "",
+            "## SuperNet as an estimator",
+            "",
+            estimator_md(collected),
+            "",
+            fig("estimator", "inherited vs from-scratch BLEU"),
+            "",
+            "## Figures",
+            "",
+            fig("bleu_latency", "BLEU against latency"),
+            "",
+            fig("experts", "experts per layer"),
+            "",
+            "## Compute per stage",
+            "",
+            markdown_table(["stage", "wall h", "threads", "CPU h", "note"], compute_rows),
+            "",
+            "## Commands",
+            "",
+            commands_md(plan, collected),
+            "",
+            "## Machine",
+            "",
+            machine_markdown(info),
+            timing_md(collected),
+            "",
+            "## Pending",
+            "",
+            pending,
+        ]
+    )
+    payload = {
+        "machine": info,
+        "sizes": sizes.to_dict(),
+        **collected,
+        "compute": compute_rows,
+        "figures": drawn,
+        "stages": [
+            {"name": s.name, "command": s.shown(), "done": s.done(), "output": str(s.output)}
+            for s in plan.stages()
+        ],
+        "pending": names,
+        "ran": outcome.done,
+        "paused": outcome.paused,
+        "failed": outcome.failed,
+        "continue": cont,
+    }
+    write_text_atomic(layout.report_json, json.dumps(payload, indent=2, default=str) + "\n")
+    write_text_atomic(layout.report_md, md + "\n")
+
+
+def _copy_winners(plan: Plan) -> None:
+    """Each search winner's architecture beside the report, to commit with it."""
+    for row in ROWS:
+        source = plan.arch_file(row.key)
+        target = plan.layout.figures / f"{row.key}.yaml"
+        if row.strategy and source.is_file():
+            text = source.read_text()
+            if not target.is_file() or target.read_text() != text:
+                write_text_atomic(target, text)

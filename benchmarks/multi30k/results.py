@@ -1,0 +1,302 @@
+"""The benchmark's figures, read back from the stages' outputs; None wherever one is pending.
+
+Costs are the search's own (`automoe.search_costs.CostModel`: FLOPs of a 30/30-token pair
+without the output projection, uniform routing; parameters without embeddings), plus the
+active parameters per token (`automoe.cost.count_params`).
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+from typing import Any
+
+from scipy.stats import kendalltau
+
+from automoe.arch import ArchConfig
+from automoe.cost import count_params
+from automoe.runs import RUN_FILE, read_run_file
+from automoe.search_costs import CostModel
+from multi30k.plan import Plan
+from multi30k.rows import FINETUNED, LARGEST, ROWS, Row
+
+BLEU_TARGET_GAP = 0.5  # AutoMoE@1/2 within this many BLEU of dense
+LATENCY_TARGET = 1 / 2
+FLOPS_TARGET = 1 / 3
+LARGEST_TARGET = 30.0
+
+
+def _json(path: Path) -> Any:
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _stats(values: list[float]) -> dict[str, Any] | None:
+    if not values:
+        return None
+    return {
+        "mean": statistics.mean(values),
+        "min": min(values),
+        "max": max(values),
+        "spread": max(values) - min(values),
+        "values": values,
+    }
+
+
+def _score(path: Path) -> dict[str, Any] | None:
+    data = _json(path)
+    return None if data is None else data["results"][0]
+
+
+def training_record(run: Path) -> dict[str, Any] | None:
+    """Updates, training seconds and (estimated) target tokens of a finished training."""
+    path = run / "metrics.jsonl"
+    if not (run / "model.pt").is_file() or not path.is_file():
+        return None
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    last = rows[-1]
+    per_update = statistics.mean(r["tokens"] for r in rows)
+    return {
+        "steps": last["step"],
+        "elapsed_s": last["elapsed_s"],
+        "tokens": per_update * last["step"],
+    }
+
+
+class Collector:
+    """Reads every output of a plan into plain dicts for the report and the JSON."""
+
+    def __init__(self, plan: Plan) -> None:
+        self.plan = plan
+        self.layout = plan.layout
+        self.stages = {s.name: s for s in plan.stages()}
+        self.latency = _json(self.layout.latency)
+        self.throughput = _json(self.layout.throughput)
+        self.costs = self._cost_model()
+
+    def _cost_model(self) -> CostModel | None:
+        """The search's cost model, once the SuperNet's run fixes the vocabulary."""
+        if not (self.plan.supernet / RUN_FILE).is_file():
+            return None
+        vocab = read_run_file(self.plan.supernet)["data"]["vocab_size"]
+        return CostModel(self.plan.space.qkv_dim, vocab, num_tasks=1)
+
+    def command(self, name: str) -> str | None:
+        stage = self.stages.get(name)
+        return None if stage is None else stage.shown()
+
+    def arch(self, key: str) -> ArchConfig | None:
+        """A row's architecture; a search's only once it is done (a paused search's
+        best.yaml is its best so far)."""
+        search = self.stages.get(f"search {key}")
+        path = self.plan.arch_file(key)
+        if not path.is_file() or (search is not None and not search.done()):
+            return None
+        return ArchConfig.load(path)
+
+    def cost(self, arch: ArchConfig | None) -> dict[str, float] | None:
+        if arch is None or self.costs is None:
+            return None
+        base = self.costs.costs(arch)
+        params = count_params(arch, qkv_dim=self.costs.qkv_dim, vocab_size=self.costs.vocab_size)
+        return {
+            "flops": base["flops"],
+            "params_total": base["params"],
+            "params_active": float(params.active_per_token),
+        }
+
+    def timed(self, name: str) -> dict[str, Any]:
+        out = {}
+        for label, record in (("latency", self.latency), ("throughput", self.throughput)):
+            entry = (record or {}).get("models", {}).get(name)
+            out[label] = (
+                None if entry is None else {k: v for k, v in entry.items() if k != "samples"}
+            )
+        return out
+
+    def row(self, row: Row) -> dict[str, Any]:
+        arch = self.arch(row.key)
+        seeds = {}
+        for seed in self.plan.sizes.seeds:
+            name = f"{row.key}-s{seed}"
+            seeds[seed] = {
+                "score": _score(self.layout.evaluation(name)),
+                "training": training_record(self.layout.train(name)),
+            }
+        first = self.plan.sizes.seeds[0]
+        finetuned = None
+        if row.key in FINETUNED:
+            finetuned = _score(self.layout.evaluation(f"{row.key}-ft-s{first}"))
+        search = None
+        if row.strategy:
+            summary = _json(self.layout.search(row.key) / "summary.json")
+            search = {
+                "command": self.command(f"search {row.key}"),
+                "summary": None
+                if summary is None
+                else {k: summary[k] for k in ("evaluations", "feasible", "wall_s", "ending")},
+            }
+        scores = [s["score"] for s in seeds.values() if s["score"] is not None]
+        return {
+            "key": row.key,
+            "label": row.label,
+            "arch_file": str(self.plan.arch_file(row.key)),
+            "arch": None if arch is None else arch.to_dict(),
+            "arch_key": None if arch is None else arch.key(),
+            "search": search,
+            "seeds": seeds,
+            "bleu": _stats([s["bleu"] for s in scores]),
+            "chrf": _stats([s["chrf"] for s in scores]),
+            "finetuned": finetuned,
+            "costs": self.cost(arch),
+            **self.timed(row.key),
+            "commands": {
+                "train": self.command(f"train {row.key}-s{first}"),
+                "evaluate": self.command(f"eval {row.key}-s{first}"),
+                "finetune": self.command(f"train {row.key}-ft-s{first}"),
+            },
+        }
+
+    def largest(self) -> dict[str, Any]:
+        score = _score(self.layout.evaluation(LARGEST))
+        arch = self.plan.space.largest()
+        return {
+            "key": LARGEST,
+            "label": "SuperNet largest (inherited)",
+            "arch": arch.to_dict(),
+            "arch_key": arch.key(),
+            "bleu": None if score is None else _stats([score["bleu"]]),
+            "chrf": None if score is None else _stats([score["chrf"]]),
+            "costs": self.cost(arch),
+            **self.timed(LARGEST),
+            "commands": {"evaluate": self.command(f"eval {LARGEST}")},
+        }
+
+    def estimator(self, rows: dict[str, dict[str, Any]]) -> dict[str, Any]:
+        """Inherited-weight loss and BLEU against from-scratch BLEU (first seed) per arch."""
+        first = self.plan.sizes.seeds[0]
+        points = []
+        for key in self.plan.estimator_keys():
+            folder = self.layout.estimator
+            val, test = (_score(folder / f"{key}-inherited-{s}.json") for s in ("val", "test"))
+            scratch = _score(self.layout.evaluation(f"{key}-s{first}"))
+            latency = self.timed(key)["latency"]
+            points.append(
+                {
+                    "key": key,
+                    "label": rows[key]["label"] if key in rows else key,
+                    "inherited_val_loss": None if val is None else val["loss"],
+                    "inherited_bleu": None if test is None else test["bleu"],
+                    "scratch_bleu": None if scratch is None else scratch["bleu"],
+                    "latency_ms": None if latency is None else latency["median"],
+                }
+            )
+        full = [p for p in points if None not in (p["inherited_bleu"], p["scratch_bleu"])]
+        out: dict[str, Any] = {"points": points, "complete": len(full)}
+        if full:
+            gaps = [abs(p["inherited_bleu"] - p["scratch_bleu"]) for p in full]
+            out["mean_abs_gap"] = statistics.mean(gaps)
+            scratch = [p["scratch_bleu"] for p in full]
+            out["tau_bleu"] = _tau([p["inherited_bleu"] for p in full], scratch)
+            withloss = [p for p in full if p["inherited_val_loss"] is not None]
+            out["tau_loss"] = _tau(
+                [-p["inherited_val_loss"] for p in withloss], [p["scratch_bleu"] for p in withloss]
+            )
+        return out
+
+    def collect(self) -> dict[str, Any]:
+        rows = {row.key: self.row(row) for row in ROWS}
+        front = []
+        for point in self.plan.front_points():
+            first = self.plan.sizes.seeds[0]
+            score = _score(self.layout.evaluation(f"{point['name']}-s{first}"))
+            latency = self.timed(point["name"])["latency"]
+            front.append(
+                {
+                    **point,
+                    "bleu": None if score is None else score["bleu"],
+                    "latency_ms": None if latency is None else latency["median"],
+                }
+            )
+        largest = self.largest()
+        return {
+            "rows": rows,
+            "largest": largest,
+            "front": front,
+            "estimator": self.estimator(rows),
+            "targets": targets(rows, largest),
+            "constraints": _json(self.layout.constraints),
+            "latency_settings": None if self.latency is None else self.latency["settings"],
+            "throughput_settings": None if self.throughput is None else self.throughput["settings"],
+            "timing_machine": None if self.latency is None else self.latency["machine"],
+        }
+
+
+def _tau(x: list[float], y: list[float]) -> float | None:
+    if len(x) < 3:
+        return None
+    tau = kendalltau(x, y).statistic
+    return None if tau != tau else float(tau)  # NaN when a ranking is constant
+
+
+def _check(name: str, value: float | None, bound: float, higher: bool, unit: str) -> dict:
+    """One target: met or missed (by how much), or pending when its figure is."""
+    if value is None:
+        return {"target": name, "value": None, "met": None, "text": f"{name}: pending"}
+    met = value >= bound if higher else value <= bound
+    miss = abs(value - bound)
+    verdict = "met" if met else f"missed by {miss:.3g}{unit}"
+    sign = ">=" if higher else "<="
+    return {
+        "target": name,
+        "value": value,
+        "bound": bound,
+        "met": met,
+        "missed_by": None if met else miss,
+        "text": f"{name}: {value:.3g}{unit} (target {sign} {bound:.3g}{unit}): {verdict}",
+    }
+
+
+def _mean(row: dict[str, Any], figure: str = "bleu") -> float | None:
+    return None if row[figure] is None else row[figure]["mean"]
+
+
+def targets(rows: dict[str, dict[str, Any]], largest: dict[str, Any]) -> list[dict]:
+    """The issue's targets, each checked against the figures available."""
+    auto, dense = rows["automoe-half"], rows["dense"]
+    gap = None
+    if _mean(auto) is not None and _mean(dense) is not None:
+        gap = _mean(dense) - _mean(auto)
+    latency = None if auto["latency"] is None else auto["latency"]["vs_dense"]
+    flops = None
+    if auto["costs"] and dense["costs"]:
+        flops = auto["costs"]["flops"] / dense["costs"]["flops"]
+    out = [
+        _check("AutoMoE@1/2 BLEU below dense", gap, BLEU_TARGET_GAP, False, " BLEU"),
+        _check("AutoMoE@1/2 latency / dense", latency, LATENCY_TARGET, False, ""),
+        _check("AutoMoE@1/2 FLOPs / dense", flops, FLOPS_TARGET, False, ""),
+    ]
+    for other in ("random-half", "hat-half"):
+        margin = spread = None
+        if _mean(auto) is not None and _mean(rows[other]) is not None:
+            margin = _mean(auto) - _mean(rows[other])
+            spread = max(auto["bleu"]["spread"], rows[other]["bleu"]["spread"])
+        check = _check(f"AutoMoE@1/2 BLEU above {rows[other]['label']}", margin, 0.0, True, " BLEU")
+        if margin is not None:
+            check.update(_beats(margin, spread, rows[other]["label"]))
+        out.append(check)
+    out.append(_check("SuperNet largest BLEU", _mean(largest), LARGEST_TARGET, True, ""))
+    return out
+
+
+def _beats(margin: float, spread: float, label: str) -> dict[str, Any]:
+    """More than the seed spread (the larger of the two rows' max - min over seeds)."""
+    met = margin > spread
+    verdict = "met" if met else f"missed by {spread - margin:.3g} BLEU"
+    return {
+        "bound": spread,
+        "met": met,
+        "missed_by": None if met else spread - margin,
+        "text": f"AutoMoE@1/2 BLEU above {label}: {margin:+.3g} BLEU (target > seed spread "
+        f"{spread:.3g}): {verdict}",
+    }

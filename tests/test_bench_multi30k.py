@@ -1,0 +1,293 @@
+"""benchmarks/bench_multi30k.py: every stage at toy size, reuse on a second run, the
+scheduler's order, exclusivity and time limit, the baselines and the targets' verdicts."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+sys.path.insert(0, str(BENCH))
+
+import bench_multi30k  # noqa: E402
+from multi30k import archs, model_stages, results, search_stages  # noqa: E402
+from multi30k.plan import Inputs, Plan  # noqa: E402
+from multi30k.rows import ROWS, SEARCHED  # noqa: E402
+from multi30k.settings import QUICK, Layout, fix_settings  # noqa: E402
+from multi30k.stages import ALL, Scheduler, Stage, StageTimes  # noqa: E402
+
+from automoe.arch import ArchConfig  # noqa: E402
+from automoe.errors import AutomoeError, run_cli  # noqa: E402
+from automoe.space import SearchSpace  # noqa: E402
+
+
+def _mtimes(folder: Path) -> dict[str, int]:
+    return {str(p): p.stat().st_mtime_ns for p in folder.rglob("*") if p.is_file()}
+
+
+def test_quick_run_does_every_stage_and_a_second_run_reuses_them(
+    tmp_path: Path, tiny_space_file: Path, data_dir: Path, capsys: pytest.CaptureFixture
+) -> None:
+    work, out = tmp_path / "work", tmp_path / "results"
+    argv = [
+        "--quick",
+        f"--space={tiny_space_file}",
+        f"--work={work}",
+        f"--results={out}",
+        f"--data-dir={data_dir}",
+        "--jobs=1",
+        "--latency-threads=1",
+    ]
+    assert bench_multi30k.main(argv) == 0
+    report = json.loads((out / "multi30k.json").read_text())
+    md = (out / "multi30k.md").read_text()
+    assert report["pending"] == [] and report["failed"] == {}
+    assert {s["name"] for s in report["stages"]} == set(report["ran"])
+    for row in ROWS:
+        assert row.label in md
+        assert report["rows"][row.key]["bleu"] is not None
+        assert report["rows"][row.key]["latency"]["median"] > 0
+        assert report["rows"][row.key]["throughput"]["sentences_per_s"] > 0
+    assert report["rows"]["automoe-half"]["finetuned"] is not None
+    assert report["largest"]["bleu"] is not None
+    assert "## Targets" in md and "PENDING" not in md and "pending" not in md.split("## Pending")[0]
+    assert len(report["targets"]) == 6 and all(t["met"] is not None for t in report["targets"])
+    assert report["estimator"]["complete"] == len(report["estimator"]["points"]) >= 3
+    for figure in report["figures"].values():
+        assert Path(figure).is_file()
+    space = SearchSpace.load(tiny_space_file)
+    for name in ("dense", "switch", "automoe-half"):
+        space.validate(ArchConfig.load(out / "multi30k" / f"{name}.yaml"))
+    assert "date (UTC)" in md and "python -m automoe.train" in md
+
+    before = _mtimes(work)
+    capsys.readouterr()
+    assert bench_multi30k.main(argv) == 0
+    again = json.loads((out / "multi30k.json").read_text())
+    assert again["ran"] == [] and again["pending"] == []
+    assert _mtimes(work) == before  # nothing rerun, nothing rewritten
+    assert "ran 0 stage(s)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--supernet=MISSING"], "no finished SuperNet run there"),
+        (["--supernet=TINY"], "was trained on another space than --space multi30k"),
+        (["--predictor=MISSING"], "--predictor MISSING: no such file"),
+        (["--seeds=1,1"], "give distinct seeds"),
+    ],
+)
+def test_inputs_that_cannot_work_are_refused_before_anything_is_written(
+    tmp_path: Path,
+    tiny_run: Path,
+    capsys: pytest.CaptureFixture,
+    flags: list[str],
+    message: str,
+) -> None:
+    work = tmp_path / "work"
+    paths = {"MISSING": str(tmp_path / "missing"), "TINY": str(tiny_run)}
+    for old, new in paths.items():
+        flags = [f.replace(old, new) for f in flags]
+        message = message.replace(old, new)
+    assert run_cli(bench_multi30k.main, ["--quick", f"--work={work}", *flags]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+    assert not work.exists()
+
+
+def test_other_sizes_on_an_old_work_folder_are_refused(tmp_path: Path) -> None:
+    layout = Layout(tmp_path, tmp_path / "results")
+    fix_settings(layout, {"sizes": {"final_steps": 3000}})
+    fix_settings(layout, {"sizes": {"final_steps": 3000}})
+    with pytest.raises(AutomoeError, match="started with other settings"):
+        fix_settings(layout, {"sizes": {"final_steps": 20}})
+
+
+FAKE_JOB = """\
+import sys, time
+from pathlib import Path
+name, out, trace, sleep = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3]), float(sys.argv[4])
+with trace.open("a") as f:
+    f.write(f"start {name}\\n")
+time.sleep(sleep)
+with trace.open("a") as f:
+    f.write(f"end {name}\\n")
+out.write_text(" ".join(sys.argv[5:]))
+"""
+
+
+@pytest.fixture
+def fake_job(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A module `fakejob NAME OUT TRACE SECONDS ARGS...` that logs its start and end."""
+    (tmp_path / "fakejob.py").write_text(FAKE_JOB)
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    return tmp_path / "trace.txt"
+
+
+def _job(tmp: Path, trace: Path, name: str, sleep: float = 0.0, **kw: object) -> Stage:
+    out = tmp / f"{name}.out"
+    command = ("fakejob", name, str(out), str(trace), str(sleep))
+    return Stage(name, out, command=command, **kw)  # type: ignore[arg-type]
+
+
+def _scheduler(tmp: Path, cores: int = 2, deadline: float | None = None) -> Scheduler:
+    return Scheduler(cores, tmp / "logs", StageTimes(tmp / "times.json"), deadline, 0.01, 0.0)
+
+
+def test_a_stage_needing_every_core_runs_alone_and_later_stages_wait_for_it(
+    tmp_path: Path, fake_job: Path
+) -> None:
+    plan = [
+        _job(tmp_path, fake_job, "long", 1.0),
+        _job(tmp_path, fake_job, "timing", slots=ALL),
+        _job(tmp_path, fake_job, "other"),
+        _job(tmp_path, fake_job, "after", deps=("other",)),
+    ]
+    outcome = _scheduler(tmp_path).run(lambda: plan)
+    assert sorted(outcome.done) == ["after", "long", "other", "timing"]
+    trace = fake_job.read_text().split("\n")
+    assert trace[:4] == ["start long", "end long", "start timing", "end timing"]
+    assert trace.index("end other") < trace.index("start after")
+    assert _scheduler(tmp_path).run(lambda: plan).done == []  # done stages are skipped
+
+
+def test_time_limit_stops_a_running_stage_and_starts_none_that_cannot_fit(
+    tmp_path: Path, fake_job: Path
+) -> None:
+    def argv(minutes: float | None) -> list[str]:
+        return ["slow", str(tmp_path / "slow.out"), str(fake_job), "60", f"--time-limit={minutes}"]
+
+    slow = _job(tmp_path, fake_job, "slow", checkpoints=True, argv=argv)
+    big = _job(tmp_path, fake_job, "big", minutes=30.0)
+    outcome = _scheduler(tmp_path, deadline=time.monotonic() + 3).run(lambda: [slow, big])
+    assert outcome.paused == ["slow"] and not slow.done()
+    assert "needs 30.0 min" in outcome.waiting["big"]
+    assert fake_job.read_text() == "start slow\n"  # stopped mid-run; big never started
+    told = (tmp_path / "logs" / "slow.log").read_text().split("--time-limit=")[1].split()[0]
+    assert 0 < float(told) <= 0.05  # the minutes that were left
+    times = json.loads((tmp_path / "times.json").read_text())
+    assert times["slow"]["starts"] == 1 and "finished" not in times["slow"]
+
+
+def test_a_failed_stage_is_reported_and_the_others_go_on(tmp_path: Path, fake_job: Path) -> None:
+    broken = Stage("broken", tmp_path / "never", command=("fakejob",))  # missing arguments
+    fine = _job(tmp_path, fake_job, "fine")
+    outcome = _scheduler(tmp_path).run(lambda: [broken, fine])
+    assert "exit status" in outcome.failed["broken"]
+    assert outcome.done == ["fine"]
+
+
+def test_baselines_fit_the_multi30k_space() -> None:
+    space = SearchSpace.load("multi30k")
+    dense, switch = archs.dense_arch(space), archs.switch_arch(space)
+    space.validate(dense)
+    space.validate(switch)
+    assert dense.encoder_ffn_dims == ((1024,),) * 4 and dense.decoder_ffn_dims == ((1024,),) * 4
+    assert switch.encoder_ffn_dims == ((1024,), (1024,) * 4) * 2
+    assert switch.decoder_ffn_dims == switch.encoder_ffn_dims
+    assert set(switch.encoder_top_k + switch.decoder_top_k) == {1}
+    assert dense.encoder_embed_dim == dense.decoder_embed_dim == 256
+    hat = SearchSpace.from_dict(archs.dense_space(space))
+    assert hat.to_dict()["encoder"]["experts"] == hat.to_dict()["decoder"]["experts"] == [1]
+    hat.validate(dense)
+
+
+def test_switch_takes_as_many_experts_as_a_small_space_allows(tiny_space_file: Path) -> None:
+    space = SearchSpace.load(tiny_space_file)
+    switch = archs.switch_arch(space)
+    space.validate(switch)
+    assert switch.encoder_experts == (1, 2)
+
+
+def test_front_points_spread_over_latency_and_skip_rows(tmp_path: Path) -> None:
+    space = SearchSpace.load("multi30k")
+    import random
+
+    rng = random.Random(0)
+    rows = [
+        {"arch_key": a.key(), "arch": a.to_dict(), "latency_ms": 10.0 * i, "loss": 5.0 - i}
+        for i, a in enumerate(space.sample(rng) for _ in range(6))
+    ]
+    search = tmp_path / "search"
+    search.mkdir()
+    (search / "evaluations.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (search / "pareto.json").write_text(json.dumps({"latency_ms": [r["arch_key"] for r in rows]}))
+    archs.write_front(search, {rows[5]["arch_key"]}, 3, tmp_path / "est", tmp_path / "front.json")
+    points = json.loads((tmp_path / "front.json").read_text())["points"]
+    assert [p["arch_key"] for p in points] == [rows[i]["arch_key"] for i in (0, 2, 4)]
+    assert ArchConfig.load(points[1]["file"]).key() == rows[2]["arch_key"]
+    assert yaml.safe_load(Path(points[0]["file"]).read_text())["encoder_embed_dim"] > 0
+
+
+def _row(label: str, bleus: list[float], latency: float = 0.4, flops: float = 1.0) -> dict:
+    stats = {"mean": sum(bleus) / len(bleus), "spread": max(bleus) - min(bleus)}
+    return {
+        "label": label,
+        "bleu": stats,
+        "latency": {"vs_dense": latency},
+        "costs": {"flops": flops},
+    }
+
+
+def test_targets_say_met_or_missed_by_how_much() -> None:
+    rows = {
+        "dense": _row("Dense", [30.0, 30.2], 1.0, 3.0),
+        "automoe-half": _row("AutoMoE", [29.6, 29.8], 0.6, 0.9),
+        "random-half": _row("Random", [29.0, 29.6]),
+        "hat-half": _row("HAT", [29.4, 29.5]),
+    }
+    checks = {t["target"]: t for t in results.targets(rows, {"bleu": {"mean": 28.0}})}
+    assert checks["AutoMoE@1/2 BLEU below dense"]["met"]  # 0.4 behind: within 0.5
+    latency = checks["AutoMoE@1/2 latency / dense"]
+    assert not latency["met"] and latency["missed_by"] == pytest.approx(0.1)
+    assert checks["AutoMoE@1/2 FLOPs / dense"]["met"]  # 0.3 <= 1/3
+    random = checks["AutoMoE@1/2 BLEU above Random"]  # +0.4 against a spread of 0.6
+    assert random["met"] is False and random["missed_by"] == pytest.approx(0.2)
+    assert checks["AutoMoE@1/2 BLEU above HAT"]["met"]  # +0.25 against a spread of 0.2
+    assert checks["SuperNet largest BLEU"]["missed_by"] == pytest.approx(2.0)
+    pending = results.targets({**rows, "dense": {**rows["dense"], "bleu": None}}, {"bleu": None})
+    assert pending[0]["met"] is None and "pending" in pending[0]["text"]
+
+
+@pytest.fixture
+def plan(tmp_path: Path) -> Plan:
+    inputs = Inputs("multi30k", None, None, None, jobs=2, latency_threads=1)
+    return Plan(QUICK, Layout(tmp_path / "work", tmp_path / "results"), inputs)
+
+
+def test_a_search_paused_by_its_time_limit_resumes_with_the_minutes_left(plan: Plan) -> None:
+    row = next(r for r in SEARCHED if r.key == "automoe-half")
+    stage = search_stages.search(plan, row)
+    assert "--resume" not in stage.args_now(10.0) and "--time-limit=10.00" in stage.args_now(10.0)
+    run = plan.layout.search(row.key)
+    run.mkdir(parents=True)
+    (run / "search.json").write_text("{}")
+    (run / "evaluations.jsonl").write_text(json.dumps({"elapsed_s": 120.0}) + '\n{"elaps')
+    args = stage.args_now(10.0)
+    assert "--resume" in args and "--time-limit=12.00" in args  # its limit counts all scoring
+    assert stage.args_now(None)[-1] == "--no-progress"  # no limit: none passed
+    (run / "summary.json").write_text(json.dumps({"ending": {"stopped_by": "time limit"}}))
+    assert not stage.done()
+    (run / "summary.json").write_text(json.dumps({"ending": {"stopped_by": "evaluations"}}))
+    assert stage.done()
+
+
+def test_a_started_training_resumes_from_its_checkpoint(plan: Plan) -> None:
+    stage = model_stages.training(plan, "dense", 2)
+    assert stage.deps == ("baselines",) and "--seed=2" in stage.command
+    assert "--arch=" + str(plan.arch_file("dense")) in stage.args_now(None)
+    run = plan.layout.train("dense-s2")
+    run.mkdir(parents=True)
+    (run / "checkpoint.pt.prev").write_bytes(b"")  # even when only the previous one survives
+    args = stage.args_now(5.0)
+    assert args[:2] == [f"--run={run}", "--resume"] and args[-1] == "--time-limit=5.00"
+    assert not any(a.startswith("--arch") for a in args)  # fixed by the run folder
+    finetune = model_stages.training(plan, "automoe-half", 1, finetune=True)
+    assert finetune.deps == ("search automoe-half", "supernet")
+    assert f"--init-from={plan.supernet}" in finetune.command
