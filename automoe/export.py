@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 
 from automoe.errors import run_cli
-from automoe.runs import WEIGHT_FORMATS, load_model_file, resolve_arch, save_with_tokenizer
+from automoe.runs import add_weights_option, load_model_file, resolve_arch, save_with_tokenizer
 from automoe.supernet.model import Transformer, extract
 from automoe.supernet.task_export import export_task
 
@@ -25,13 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--task", required=True, help="translation pair the model was trained on")
     p.add_argument("--arch", help="largest, smallest or an arch file (SuperNet only)")
     p.add_argument("--out", required=True, help="model file to write (.pt)")
-    p.add_argument(
-        "--weights",
-        choices=sorted(WEIGHT_FORMATS),
-        default="fp32",
-        help="number format of the saved weights (bf16: half the file; translate with "
-        "--precision bf16)",
-    )
+    add_weights_option(p)
     args = p.parse_args(argv)
     model, tokenizer = load_model_file(args.model)
     arch = resolve_arch(args.arch, model)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from automoe.errors import run_cli
-from automoe.runs import WEIGHT_FORMATS, load_model_file, resolve_arch, save_with_tokenizer
+from automoe.runs import add_weights_option, load_model_file, resolve_arch, save_with_tokenizer
 from automoe.supernet.model import extract
 
 
@@ -14,13 +14,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", required=True, help="run folder or SuperNet file")
     p.add_argument("--arch", required=True, help="largest, smallest or an arch YAML/JSON file")
     p.add_argument("--out", required=True, help="model file to write (.pt)")
-    p.add_argument(
-        "--weights",
-        choices=sorted(WEIGHT_FORMATS),
-        default="fp32",
-        help="number format of the saved weights (bf16: half the file; translate with "
-        "--precision bf16)",
-    )
+    add_weights_option(p)
     args = p.parse_args(argv)
     model, tokenizer = load_model_file(args.model)
     arch = resolve_arch(args.arch, model)

@@ -6,6 +6,7 @@ be copied to another machine as one file and still turn text into ids exactly as
 
 from __future__ import annotations
 
+import argparse
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -52,6 +53,17 @@ def read_run_file(run: str | Path) -> dict[str, Any]:
 
 
 WEIGHT_FORMATS = {"fp32": torch.float32, "bf16": torch.bfloat16}
+
+
+def add_weights_option(parser: argparse.ArgumentParser) -> None:
+    """`--weights`, the number format of a model file a command writes."""
+    parser.add_argument(
+        "--weights",
+        choices=sorted(WEIGHT_FORMATS),
+        default="fp32",
+        help="number format of the saved weights (bf16: half the file; translate with "
+        "--precision bf16)",
+    )
 
 
 def save_with_tokenizer(
