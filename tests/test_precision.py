@@ -7,6 +7,7 @@ any x86 CPU, only slower), so they pass on every machine CI may use.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable
 from pathlib import Path
 
@@ -14,11 +15,12 @@ import pytest
 import torch
 
 from automoe import precision as precision_module
+from automoe import trainer as trainer_module
 from automoe.errors import AutomoeError
 from automoe.evaluate import main as evaluate_main
 from automoe.extract import main as extract_main
 from automoe.latency import main as latency_main
-from automoe.precision import resolve_precision
+from automoe.precision import Precision, resolve_precision
 from automoe.predictors import CostPredictor
 from automoe.search import main as search_main
 from automoe.supernet.model import load_checkpoint_file
@@ -231,3 +233,28 @@ def test_a_search_refuses_a_predictor_of_another_precision_unless_asked(
     run = tmp_path / "mixed"
     assert search_main([*args, f"--run={run}", "--allow-precision-mismatch"]) == 0
     assert len((run / "evaluations.jsonl").read_text().splitlines()) == 3
+
+
+def test_fp16_trains_with_loss_scaling_and_resumes_exactly(
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    tiny_space_file: Path,
+    train_tiny: Callable[..., Path],
+) -> None:
+    """The CUDA-without-bf16 path (fp16 + GradScaler), exercised on the CPU: the scaler's
+    state is checkpointed, so a resumed run equals an uninterrupted one."""
+    fp16 = Precision("fp16", "cpu", "auto", "a device without bf16 (test)")
+    monkeypatch.setattr(trainer_module, "resolve_precision", lambda requested, device: fp16)
+    whole = train_tiny(tmp_path / "whole", tiny_space_file, max_steps=8, log_every=2)
+    split = train_tiny(tmp_path / "split", tiny_space_file, max_steps=8, log_every=2, stop_at=4)
+    state = load_checkpoint_file(split / "checkpoint.pt")
+    assert state["precision"]["precision"] == "fp16" and "scale" in state["grad_scaler"]
+    assert train_main([f"--run={split}", "--resume", "--no-progress"]) == 0
+
+    def losses(run: Path) -> list[float]:
+        return [
+            json.loads(line)["loss"] for line in (run / "metrics.jsonl").read_text().splitlines()
+        ]
+
+    assert all(math.isfinite(x) for x in losses(whole))
+    assert losses(split) == losses(whole)
