@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+import yaml
 
 from automoe.arch_sampling import step_archs
 from automoe.errors import AutomoeError, run_cli
@@ -92,8 +93,9 @@ def test_step_archs_depend_only_on_seed_and_step(tiny_space_file: Path) -> None:
 
 
 def _weights(run: Path) -> dict[str, torch.Tensor]:
-    data = torch.load(run / "supernet.pt", weights_only=True)
-    return data["state_dict"]
+    """The final weights: a SuperNet's supernet.pt or, for `--arch`, model.pt."""
+    final = run / "supernet.pt" if (run / "supernet.pt").exists() else run / "model.pt"
+    return torch.load(final, weights_only=True)["state_dict"]
 
 
 def _assert_same_weights(a: Path, b: Path) -> None:
@@ -133,19 +135,26 @@ def test_resume_after_stop_equals_uninterrupted_run(
     assert steps == [str(s) for s in range(1, 11)]
 
 
+@pytest.mark.parametrize("model", ["supernet", "arch"])
 def test_resume_after_kill_equals_uninterrupted_run(
-    tmp_path: Path, tiny_space_file: Path, data_dir: Path
+    model: str, tmp_path: Path, tiny_space_file: Path, data_dir: Path
 ) -> None:
-    """SIGKILL a real training process mid-run; resuming must lose and change nothing."""
+    """SIGKILL a real training process mid-run; resuming must lose and change nothing, for a
+    SuperNet and for one architecture (`--arch`)."""
     full, killed = tmp_path / "full", tmp_path / "killed"
     steps = 14
-    assert train_main(tiny_args(full, tiny_space_file, data_dir, steps=steps)) == 0
+    extra = {}
+    if model == "arch":
+        arch = tmp_path / "arch.yaml"
+        arch.write_text(yaml.safe_dump(SearchSpace.load(tiny_space_file).largest().to_dict()))
+        extra = {"arch": arch}
+    assert train_main(tiny_args(full, tiny_space_file, data_dir, steps=steps, **extra)) == 0
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     cmd = [
         sys.executable,
         "-m",
         "automoe.train",
-        *tiny_args(killed, tiny_space_file, data_dir, steps),
+        *tiny_args(killed, tiny_space_file, data_dir, steps, **extra),
     ]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     metrics = killed / "metrics.jsonl"
@@ -158,7 +167,7 @@ def test_resume_after_kill_equals_uninterrupted_run(
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert (killed / "checkpoint.pt").is_file()
-    assert not (killed / "supernet.pt").exists()
+    assert not (killed / "supernet.pt").exists() and not (killed / "model.pt").exists()
     assert train_main([f"--run={killed}", "--resume", "--no-progress"]) == 0
     _assert_same_weights(full, killed)
     lines = (killed / "metrics.jsonl").read_text().splitlines()
