@@ -95,14 +95,14 @@ class Trainer:
 
     def __init__(
         self,
-        supernet: Transformer,
+        model: Transformer,
         epoch_batches: Callable[[int], Sequence[Batch]],
         valid_batches: Sequence[Batch],
         settings: TrainSettings,
         run_dir: str | Path,
         device: torch.device | str = "cpu",
     ) -> None:
-        self.net = supernet.to(device)
+        self.net = model.to(device)
         self.device = torch.device(device)
         self.epoch_batches = epoch_batches
         self.valid_batches = valid_batches
