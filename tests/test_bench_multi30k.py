@@ -291,3 +291,29 @@ def test_a_started_training_resumes_from_its_checkpoint(plan: Plan) -> None:
     finetune = model_stages.training(plan, "automoe-half", 1, finetune=True)
     assert finetune.deps == ("search automoe-half", "supernet")
     assert f"--init-from={plan.supernet}" in finetune.command
+
+
+def test_bounds_never_fall_below_the_smallest_architectures_predicted_latency(
+    tmp_path: Path, tiny_space_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A predictor need not be monotone: when it puts the space's smallest architecture
+    above the sampled quantile, the bound rises to it, since the search refuses a bound its
+    smallest architecture breaks."""
+    space = SearchSpace.load(tiny_space_file)
+    smallest_key = space.smallest().key()
+
+    class Predictor:
+        def predict_archs(self, arch_list: list[ArchConfig]) -> list[float]:
+            return [50.0 if a.key() == smallest_key else 10.0 for a in arch_list]
+
+    monkeypatch.setattr(archs.CostPredictor, "load", staticmethod(lambda path: Predictor()))
+    dense_file = tmp_path / "dense.yaml"
+    dense_file.write_text(yaml.safe_dump(space.largest().to_dict()))
+    dense_json = tmp_path / "dense.json"
+    dense_json.write_text(json.dumps({"latency_ms": 40.0}))
+    out = tmp_path / "constraints.json"
+    archs.write_constraints(
+        dense_json, dense_file, tmp_path / "p", {"half": [space]}, {"half": (1, 2)}, 0.02, out
+    )
+    half = json.loads(out.read_text())["bounds"]["half"]
+    assert half["bound_ms"] == 50.0 and half["raised"]

@@ -105,7 +105,10 @@ def write_constraints(
     for space in {s.name: s for group in spaces.values() for s in group}.values():
         rng = random.Random(0)
         predicted = predictor.predict_archs([space.sample(rng) for _ in range(SAMPLES)])
-        floors[space.name] = _quantile([float(v) for v in predicted], min_share)
+        # The search refuses a bound that the space's smallest architecture breaks, and a
+        # predictor need not be monotone: its smallest can sit above the sampled quantile.
+        smallest = float(predictor.predict_archs([space.smallest()])[0])
+        floors[space.name] = max(_quantile([float(v) for v in predicted], min_share), smallest)
     bounds: dict[str, Any] = {}
     for key, (num, den) in fractions.items():
         wanted = dense_ms * num / den
