@@ -81,6 +81,9 @@ def _quantile(values: list[float], share: float) -> float:
     return ordered[max(0, math.ceil(share * len(ordered)) - 1)]
 
 
+SMALLEST_MARGIN = 1.01
+
+
 def write_constraints(
     dense_json: Path,
     dense_file: Path,
@@ -107,7 +110,8 @@ def write_constraints(
         predicted = predictor.predict_archs([space.sample(rng) for _ in range(SAMPLES)])
         # The search refuses a bound that the space's smallest architecture breaks, and a
         # predictor need not be monotone: its smallest can sit above the sampled quantile.
-        smallest = float(predictor.predict_archs([space.smallest()])[0])
+        # 1% above it, since the search predicts it again (in its own batch, not bit-equal).
+        smallest = SMALLEST_MARGIN * float(predictor.predict_archs([space.smallest()])[0])
         floors[space.name] = max(_quantile([float(v) for v in predicted], min_share), smallest)
     bounds: dict[str, Any] = {}
     for key, (num, den) in fractions.items():
