@@ -44,6 +44,7 @@ from multi30k.settings import Layout, fix_settings, sizes_for
 from multi30k.stages import Scheduler, StageTimes
 
 from automoe.argtypes import positive_float, positive_int
+from automoe.data.registry import resolve_dataset_dir
 from automoe.errors import AutomoeError, run_cli
 from automoe.runs import read_run_file
 from automoe.space import SearchSpace
@@ -95,7 +96,9 @@ def _seeds(text: str | None) -> tuple[int, ...] | None:
 
 
 def _check_inputs(args: argparse.Namespace) -> None:
-    """Refuse reused stages that do not fit, before anything is written."""
+    """Refuse a missing corpus and reused stages that do not fit, before anything is written
+    (otherwise every stage would start, fail on the same missing corpus and log it)."""
+    resolve_dataset_dir(data_dir=args.data_dir)
     space = SearchSpace.load(args.space)
     if args.supernet is not None:
         if not supernet_ready(args.supernet):
