@@ -14,12 +14,11 @@ from typing import Any
 
 import torch
 
-from automoe.arch import ArchConfig, ArchError
 from automoe.data import Tokenizer
 from automoe.errors import AutomoeError
 from automoe.files import atomic_path
 from automoe.precision import narrowed_parameters
-from automoe.space import SpaceError
+from automoe.space import ArchConfig, ArchError, SpaceError
 from automoe.supernet.model import Transformer, load_checkpoint_file
 from automoe.supernet.supernet import SuperNet
 

@@ -14,7 +14,7 @@ import torch
 from automoe.argtypes import nonnegative_float, nonnegative_int, positive_int
 from automoe.data import Example, TranslationTask, encode_examples, read_lines
 from automoe.errors import AutomoeError, run_cli
-from automoe.evaluation import translate_examples
+from automoe.evaluate.quality import translate_examples
 from automoe.precision import add_precision_option, resolve_precision
 from automoe.runs import load_model_file, pick_device, resolve_arch, task_ids_for
 from automoe.supernet.decode import DecodeSettings

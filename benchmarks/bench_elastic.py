@@ -31,8 +31,8 @@ import common
 import torch
 import torch.nn.functional as F
 
-from automoe.arch import ArchConfig
 from automoe.precision import Precision, add_precision_option, resolve_precision
+from automoe.space import ArchConfig
 from automoe.supernet.model import ModelConfig, Transformer, extract
 
 NAME = "elastic_overhead"

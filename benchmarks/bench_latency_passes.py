@@ -21,7 +21,7 @@ from pathlib import Path
 from common import base_parser, machine_info, machine_markdown, markdown_table, write_results
 
 from automoe.errors import AutomoeError
-from automoe.latency import merge_passes
+from automoe.latency.__main__ import merge_passes
 from automoe.predictors.benchmark import run_benchmark
 from automoe.predictors.data import read_table
 

@@ -16,7 +16,7 @@ Parts (`--part`, default all):
            whether bf16 keeps their ranking (Kendall tau, target >= 0.95);
 - decode : beam-4 translation of real test sentences, one at a time and in batches of 64, by
            the smallest, a middle and the largest extracted sub-network;
-- latency: the same three models timed by the papers' latency protocol (`automoe.cost.latency`).
+- latency: the same three models timed by the papers' latency protocol (`automoe.latency.measure`).
 
 score, decode and latency need a trained SuperNet (`--supernet RUN`, only read); train takes
 that run's data settings and tokenizer when given. Each part's result, with its command and
@@ -48,24 +48,23 @@ from bench_elastic import ARCHS as TRAIN_ARCHS
 from bench_elastic import MID
 from scipy.stats import kendalltau
 
-import automoe.trainer
-from automoe.arch import ArchConfig
+import automoe.train.trainer
 from automoe.argtypes import positive_int
 from automoe.cost.flops import count_params
-from automoe.cost.latency import LatencySettings, latency_inputs, measure_latency
 from automoe.data import Batch, collate
+from automoe.data.run_data import DataSettings, RunData
 from automoe.errors import AutomoeError, run_cli
-from automoe.experiment import DataSettings, RunData
 from automoe.files import write_text_atomic
-from automoe.latency import sample_archs
+from automoe.latency.__main__ import sample_archs
+from automoe.latency.measure import LatencySettings, latency_inputs, measure_latency
 from automoe.precision import Precision, resolve_precision
-from automoe.scoring import ArchScorer, ScoringSettings
-from automoe.space import SearchSpace
+from automoe.search.scoring import ArchScorer, ScoringSettings
+from automoe.space import ArchConfig, SearchSpace
 from automoe.supernet.decode import DecodeSettings, translate_ids
 from automoe.supernet.model import Transformer, extract
 from automoe.supernet.modes import inference
 from automoe.supernet.supernet import SuperNet
-from automoe.trainer import Trainer, TrainSettings
+from automoe.train.trainer import Trainer, TrainSettings
 
 NAME = "precision"
 TABLES = "precision_tables"
@@ -251,7 +250,7 @@ def interleave(
 @contextmanager
 def pinned_arch(arch: ArchConfig) -> Iterator[None]:
     """The trainer's own update with its sub-network fixed to `arch` instead of sampled."""
-    with mock.patch.object(automoe.trainer, "step_archs", lambda *_: [arch]):
+    with mock.patch.object(automoe.train.trainer, "step_archs", lambda *_: [arch]):
         yield
 
 

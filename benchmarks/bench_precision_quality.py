@@ -25,7 +25,7 @@ from common import (
     write_results,
 )
 
-from automoe.evaluate import main as evaluate_main
+from automoe.evaluate.__main__ import main as evaluate_main
 
 ARCHS = ("largest", "smallest")
 FIGURES = ("val_loss", "bleu", "chrf")

@@ -23,9 +23,8 @@ import numpy as np
 import sklearn
 from threadpoolctl import threadpool_info, threadpool_limits
 
-from automoe.arch import ArchConfig
 from automoe.predictors import MODELS, ArchFeatures, CostPredictor
-from automoe.space import SearchSpace
+from automoe.space import ArchConfig, SearchSpace
 
 NAME = "predictor_speed"
 TARGET_S = 1.0

@@ -20,8 +20,8 @@ from common import REPO, base_parser, machine_info, machine_markdown, markdown_t
 from matplotlib.figure import Figure
 
 from automoe.pareto import hypervolume_curve
-from automoe.scoring import ArchScorer, ScoringSettings
-from automoe.search import main as search_main
+from automoe.search.__main__ import main as search_main
+from automoe.search.scoring import ArchScorer, ScoringSettings
 from automoe.strategies.evolution import EvolutionarySearch, paper_schedule
 
 

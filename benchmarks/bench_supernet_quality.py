@@ -12,7 +12,7 @@ from pathlib import Path
 
 from common import base_parser, machine_info, machine_markdown, markdown_table, write_results
 
-from automoe.evaluate import main as evaluate_main
+from automoe.evaluate.__main__ import main as evaluate_main
 
 
 def main() -> None:

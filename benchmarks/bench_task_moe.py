@@ -35,13 +35,13 @@ from common import (
 )
 
 from automoe.data import Batch, collate
-from automoe.evaluate import main as evaluate_main
-from automoe.experiment import DataSettings, RunData
+from automoe.data.run_data import DataSettings, RunData
+from automoe.evaluate.__main__ import main as evaluate_main
 from automoe.runs import SUPERNET_FILE, load_model_file
 from automoe.supernet.model import Transformer
 from automoe.supernet.modes import inference
 from automoe.supernet.task_export import export_task
-from automoe.train import main as train_main
+from automoe.train.__main__ import main as train_main
 
 PAIRS = ("en-de", "en-fr", "en-cs")
 VARIANTS = {"dense": "token", "token": "token", "sentence": "sentence", "task": "task"}

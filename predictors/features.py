@@ -46,9 +46,8 @@ from operator import attrgetter
 
 import numpy as np
 
-from automoe.arch import ArchConfig
 from automoe.predictors.errors import PredictorError
-from automoe.space import SearchSpace
+from automoe.space import ArchConfig, SearchSpace
 
 FEATURES_VERSION = 1
 

@@ -19,7 +19,6 @@ import numpy as np
 from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.utils.validation import check_array, check_is_fitted, check_X_y
 
-from automoe.arch import ArchConfig
 from automoe.predictors.data import (
     align,
     column_difference,
@@ -47,7 +46,7 @@ from automoe.predictors.scope import (
     table_space,
 )
 from automoe.predictors.validation import choose_model
-from automoe.space import SearchSpace
+from automoe.space import ArchConfig, SearchSpace
 
 log = logging.getLogger(__name__)
 

@@ -14,9 +14,8 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, ClassVar, TypeVar
 
-from automoe.arch import ArchConfig
 from automoe.errors import AutomoeError
-from automoe.space import SearchSpace
+from automoe.space import ArchConfig, SearchSpace
 from automoe.strategies.pareto import pareto_front
 from automoe.strategies.results import (
     Result,

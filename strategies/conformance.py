@@ -31,9 +31,8 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from automoe.arch import ArchConfig
 from automoe.errors import AutomoeError
-from automoe.space import SearchSpace
+from automoe.space import ArchConfig, SearchSpace
 from automoe.strategies.base import Feasibility, Strategy
 from automoe.strategies.pareto import dominates
 from automoe.strategies.registry import get_strategy

@@ -21,8 +21,8 @@ from collections.abc import Callable, Mapping
 from numbers import Real
 from typing import Any, ClassVar
 
-from automoe.arch import ArchConfig
 from automoe.errors import AutomoeError
+from automoe.space import ArchConfig
 from automoe.strategies.base import Strategy
 from automoe.strategies.pareto import rank
 

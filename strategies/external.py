@@ -12,7 +12,7 @@ from abc import abstractmethod
 from collections.abc import Mapping
 from typing import Any
 
-from automoe.arch import ArchConfig
+from automoe.space import ArchConfig
 from automoe.strategies.base import Strategy
 from automoe.strategies.results import Result
 

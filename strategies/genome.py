@@ -20,8 +20,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from automoe.arch import ArchConfig
-from automoe.space import SearchSpace
+from automoe.space import ArchConfig, SearchSpace
 
 Pick = Callable[[str, int], int]
 

@@ -48,8 +48,8 @@ from typing import Any, ClassVar
 import nevergrad as ng
 import numpy as np
 
-from automoe.arch import ArchConfig
 from automoe.errors import AutomoeError
+from automoe.space import ArchConfig
 from automoe.strategies import genome
 from automoe.strategies.external import ExternalStrategy
 from automoe.strategies.results import Result

@@ -44,8 +44,8 @@ from optuna.storages import RDBStorage, fail_stale_trials
 from optuna.study import StudyDirection
 from optuna.trial import TrialState
 
-from automoe.arch import ArchConfig
 from automoe.errors import AutomoeError
+from automoe.space import ArchConfig
 from automoe.strategies import genome
 from automoe.strategies.external import ExternalStrategy
 from automoe.strategies.optuna_storage import Heartbeat, MemoryJournal, open_storage, quiet

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from automoe.arch import ArchConfig
+from automoe.space import ArchConfig
 from automoe.strategies.base import Strategy
 
 

@@ -79,7 +79,7 @@ def routed_space_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def train_tiny(data_dir: Path) -> Callable[..., Path]:
     """Train a tiny SuperNet in seconds: `train_tiny(run, space, **flags)`; flags override."""
-    from automoe.train import main as train_main
+    from automoe.train.__main__ import main as train_main
 
     def train(run: Path, space: Path, **flags: object) -> Path:
         args = {

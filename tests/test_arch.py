@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from automoe.arch import ArchConfig, ArchError
 from automoe.errors import AutomoeError
+from automoe.space import ArchConfig, ArchError
 
 
 def make(**overrides: object) -> ArchConfig:

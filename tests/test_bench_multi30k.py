@@ -21,9 +21,8 @@ from multi30k.rows import ROWS, SEARCHED  # noqa: E402
 from multi30k.settings import QUICK, Layout, fix_settings  # noqa: E402
 from multi30k.stages import ALL, Scheduler, Stage, StageTimes  # noqa: E402
 
-from automoe.arch import ArchConfig  # noqa: E402
 from automoe.errors import AutomoeError, run_cli  # noqa: E402
-from automoe.space import SearchSpace  # noqa: E402
+from automoe.space import ArchConfig, SearchSpace  # noqa: E402
 
 
 def _mtimes(folder: Path) -> dict[str, int]:

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from automoe.arch import ArchConfig
-from automoe.evaluate import main as evaluate_main
+from automoe.evaluate.__main__ import main as evaluate_main
 from automoe.extract import main as extract_main
 from automoe.runs import load_model_file
+from automoe.space import ArchConfig
 from automoe.supernet.supernet import SuperNet
 from automoe.translate import main as translate_main
 

@@ -14,14 +14,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from automoe.arch import ArchConfig, ArchError
+from automoe.data.run_data import DataSettings, RunData
 from automoe.errors import AutomoeError, run_cli
-from automoe.evaluate import main as evaluate_main
-from automoe.experiment import DataSettings, RunData
+from automoe.evaluate.__main__ import main as evaluate_main
 from automoe.export import main as export_main
 from automoe.extract import main as extract_main
 from automoe.runs import load_model_file, save_with_tokenizer, task_ids_for
-from automoe.space import SearchSpace
+from automoe.space import ArchConfig, ArchError, SearchSpace
 from automoe.supernet.model import ModelConfig, Transformer, extract, load_checkpoint_file
 from automoe.supernet.supernet import SuperNet
 from automoe.translate import main as translate_main

@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from automoe.arch import ArchConfig
 from automoe.errors import AutomoeError
+from automoe.space import ArchConfig
 from automoe.strategies import EvolutionarySearch, RandomSearch, Strategy, conformance
 from automoe.strategies.conformance import (
     check_bad_tells,

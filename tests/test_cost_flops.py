@@ -19,7 +19,6 @@ from hypothesis import strategies as st
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
-from automoe.arch import ArchConfig
 from automoe.cost.flops import (
     ExpertFractionsError,
     count_flops,
@@ -27,6 +26,7 @@ from automoe.cost.flops import (
     routing_fractions,
 )
 from automoe.data.batching import Batch
+from automoe.space import ArchConfig
 from automoe.supernet.model import ModelConfig, Transformer, extract
 
 VOCAB = 50

@@ -12,8 +12,9 @@ import pytest
 import torch
 from torch import nn
 
-from automoe.arch import ArchConfig
-from automoe.cost.latency import (
+from automoe.errors import AutomoeError
+from automoe.latency.__main__ import main as latency_main
+from automoe.latency.measure import (
     CLOCKS,
     LatencyInputs,
     LatencySettings,
@@ -21,9 +22,7 @@ from automoe.cost.latency import (
     reference_inputs,
     trimmed_mean,
 )
-from automoe.errors import AutomoeError
-from automoe.latency import main as latency_main
-from automoe.space import SearchSpace
+from automoe.space import ArchConfig, SearchSpace
 from automoe.supernet.model import EncoderOutput, ModelConfig, Transformer, extract
 from automoe.supernet.supernet import SuperNet
 
@@ -435,7 +434,7 @@ def test_a_failed_dataset_leaves_nothing_and_the_corrected_rerun_works(
         latency_main([*base, f"--supernet={tmp_path}", "--count=2"])
     assert _left(tmp_path) == []
 
-    import automoe.latency as command
+    import automoe.latency.__main__ as command
 
     def broken(*args: object, **kwargs: object) -> None:
         raise AutomoeError("the model broke")
@@ -523,7 +522,7 @@ def bf16_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture
 def autocast_seen(monkeypatch: pytest.MonkeyPatch) -> list[torch.dtype | None]:
     """The autocast dtype (None: off) every `measure_latency` of the command ran under."""
-    import automoe.latency as command
+    import automoe.latency.__main__ as command
 
     seen: list[torch.dtype | None] = []
     real = command.measure_latency

@@ -8,9 +8,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from automoe.arch import ArchConfig
 from automoe.errors import AutomoeError
 from automoe.precision import Precision
+from automoe.space import ArchConfig
 from automoe.supernet.decode import DecodeSettings, beam_search, greedy_search, translate_ids
 from automoe.supernet.model import ModelConfig, Transformer, extract
 

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from automoe.arch import ArchConfig, ArchError
 from automoe.errors import AutomoeError
 from automoe.precision import Precision
+from automoe.space import ArchConfig, ArchError
 from automoe.supernet.model import CHECKPOINT_FORMAT, ModelConfig, Transformer, extract
 
 VOCAB, QKV = 60, 16

@@ -17,8 +17,8 @@ import torch.nn.functional as F
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from automoe.arch import ArchConfig
 from automoe.precision import FP32, Precision
+from automoe.space import ArchConfig
 from automoe.supernet.model import ModelConfig, Transformer
 from automoe.supernet.moe import MoEFeedForward, RoutingContext
 

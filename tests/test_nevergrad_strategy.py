@@ -12,8 +12,7 @@ import nevergrad as ng
 import numpy as np
 import pytest
 
-from automoe.arch import ArchConfig
-from automoe.space import SearchSpace
+from automoe.space import ArchConfig, SearchSpace
 from automoe.strategies import Strategy, get_strategy
 from automoe.strategies.conformance import TINY_SPACE, loss, size, tiny_space
 

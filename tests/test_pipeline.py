@@ -8,15 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from automoe.arch import ArchConfig
 from automoe.errors import AutomoeError
-from automoe.pipeline import PipelineSettings, ensure_predictor, ensure_supernet
 from automoe.predictors import CostPredictor
 from automoe.runs import load_model_file
-from automoe.search import main as search_main
-from automoe.space import SearchSpace
+from automoe.search.__main__ import main as search_main
+from automoe.search.pipeline import PipelineSettings, ensure_predictor, ensure_supernet
+from automoe.space import ArchConfig, SearchSpace
 from automoe.supernet.supernet import SuperNet
-from automoe.train import main as train_main
+from automoe.train.__main__ import main as train_main
 
 
 def test_default_search_pipeline_on_a_routed_space_builds_once_and_reuses(

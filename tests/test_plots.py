@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from automoe.errors import run_cli
-from automoe.plot import main
-from automoe.plots import load_run, plot_progress, plot_tradeoff
+from automoe.plot.__main__ import main
+from automoe.plot.figures import load_run, plot_progress, plot_tradeoff
 
 
 def make_run(

@@ -15,16 +15,16 @@ import pytest
 import torch
 
 from automoe import precision as precision_module
-from automoe import trainer as trainer_module
 from automoe.errors import AutomoeError
-from automoe.evaluate import main as evaluate_main
+from automoe.evaluate.__main__ import main as evaluate_main
 from automoe.extract import main as extract_main
-from automoe.latency import main as latency_main
+from automoe.latency.__main__ import main as latency_main
 from automoe.precision import Precision, resolve_precision
 from automoe.predictors import CostPredictor
-from automoe.search import main as search_main
+from automoe.search.__main__ import main as search_main
 from automoe.supernet.model import load_checkpoint_file
-from automoe.train import main as train_main
+from automoe.train import trainer as trainer_module
+from automoe.train.__main__ import main as train_main
 from automoe.translate import main as translate_main
 
 

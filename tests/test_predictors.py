@@ -29,11 +29,10 @@ from sklearn.neural_network import MLPRegressor
 from sklearn.utils.estimator_checks import parametrize_with_checks
 from threadpoolctl import threadpool_limits
 
-from automoe.arch import ArchConfig
 from automoe.errors import run_cli
 from automoe.predictors import MODELS, ArchFeatures, CostPredictor, ModelSpec, PredictorError
 from automoe.predictors.__main__ import main
-from automoe.space import SearchSpace
+from automoe.space import ArchConfig, SearchSpace
 
 SPACE = SearchSpace.load("multi30k")
 FEATURES = ArchFeatures.from_space(SPACE)

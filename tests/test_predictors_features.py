@@ -7,7 +7,6 @@ import random
 import numpy as np
 import pytest
 
-from automoe.arch import ArchConfig
 from automoe.errors import AutomoeError
 from automoe.predictors.features import (
     DECODER_LAYER_COLUMNS,
@@ -16,7 +15,7 @@ from automoe.predictors.features import (
     ArchFeatures,
     feature_columns,
 )
-from automoe.space import SearchSpace
+from automoe.space import ArchConfig, SearchSpace
 
 # Top-2 routing and an identity (width 0) expert: the cases where mean, active and worst differ.
 MIXED = ArchConfig(

@@ -31,7 +31,7 @@ from automoe.predictors import MODELS, ArchFeatures, CostPredictor, PredictorErr
 from automoe.predictors.__main__ import main as predictors_main
 from automoe.predictors.models import TRUSTED_TYPES
 from automoe.predictors.scope import space_hash
-from automoe.search import main as search_main
+from automoe.search.__main__ import main as search_main
 from automoe.space import SearchSpace
 
 SPACE = SearchSpace.load("multi30k")

@@ -10,11 +10,10 @@ from collections.abc import Callable
 import pytest
 import torch
 
-from automoe.arch import ArchConfig, ArchError
 from automoe.cost.flops import count_flops, count_params
 from automoe.errors import AutomoeError
 from automoe.precision import FP32, Precision
-from automoe.space import SearchSpace, SpaceError
+from automoe.space import ArchConfig, ArchError, SearchSpace, SpaceError
 from automoe.strategies.genome import decode, genes
 from automoe.supernet.model import ModelConfig, Transformer, extract
 from automoe.supernet.moe import MoEFeedForward, RoutingContext, RoutingError

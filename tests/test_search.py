@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from automoe.arch import ArchConfig
 from automoe.constraints import Constraint
 from automoe.cost import count_flops
 from automoe.errors import AutomoeError
-from automoe.search import main as search_main
+from automoe.search.__main__ import main as search_main
+from automoe.space import ArchConfig
 from automoe.strategies import available
 
 ROOT = Path(__file__).resolve().parents[1]

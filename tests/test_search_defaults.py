@@ -10,13 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from automoe.arch import ArchConfig
 from automoe.cost import count_flops
 from automoe.predictors import ArchFeatures, CostPredictor
 from automoe.runs import load_model_file
-from automoe.scoring import ArchScorer
-from automoe.search import main as search_main
-from automoe.space import SearchSpace
+from automoe.search.__main__ import main as search_main
+from automoe.search.scoring import ArchScorer
+from automoe.space import ArchConfig, SearchSpace
 from automoe.strategies.evolution import EvolutionarySearch, paper_schedule
 
 

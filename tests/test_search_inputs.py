@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 from conftest import TINY_SPACE
 
-from automoe.arch import ArchConfig
 from automoe.cost import count_params
 from automoe.errors import AutomoeError
 from automoe.runs import RUN_FILE, SUPERNET_FILE, load_model_file
-from automoe.scoring import ArchScorer, ScoringSettings
-from automoe.search import main as search_main
+from automoe.search.__main__ import main as search_main
+from automoe.search.scoring import ArchScorer, ScoringSettings
+from automoe.space import ArchConfig
 
 TASK_SPACE = (
     TINY_SPACE.replace("name: tiny", "name: tiny-task")

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from automoe import search
 from automoe.errors import AutomoeError
-from automoe.plot import parse_reference
+from automoe.plot.__main__ import parse_reference
+from automoe.search import __main__ as search
 
 
 @pytest.mark.parametrize(

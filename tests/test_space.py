@@ -15,9 +15,8 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from automoe.arch import ArchConfig, ArchError
 from automoe.errors import AutomoeError
-from automoe.space import SearchSpace, SpaceError
+from automoe.space import ArchConfig, ArchError, SearchSpace, SpaceError
 
 MULTI30K = {
     "name": "multi30k",

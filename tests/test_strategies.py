@@ -17,9 +17,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from optuna.samplers import RandomSampler
 
-from automoe.arch import ArchConfig
 from automoe.errors import AutomoeError
-from automoe.space import SearchSpace
+from automoe.space import ArchConfig, SearchSpace
 from automoe.strategies import STRATEGIES, Result, Strategy, get_strategy, register
 from automoe.strategies import registry as registry_module
 from automoe.strategies.conformance import TINY_SPACE, loss, size, tiny_space

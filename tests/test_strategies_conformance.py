@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 
 import pytest
 
-from automoe.arch import ArchConfig
+from automoe.space import ArchConfig
 from automoe.strategies import STRATEGIES, Strategy, get_strategy, register
 from automoe.strategies.conformance import CHECKS, check_strategy
 

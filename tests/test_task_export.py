@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from automoe.data.run_data import DataSettings, RunData
 from automoe.errors import AutomoeError
-from automoe.evaluation import translate_examples
-from automoe.experiment import DataSettings, RunData
+from automoe.evaluate.quality import translate_examples
 from automoe.export import main as export_main
 from automoe.runs import load_model_file
 from automoe.supernet.decode import DecodeSettings

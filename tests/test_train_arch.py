@@ -10,14 +10,14 @@ from pathlib import Path
 import pytest
 import yaml
 
+from automoe.data.run_data import DataSettings, RunData
 from automoe.errors import AutomoeError
-from automoe.evaluate import main as evaluate_main
-from automoe.evaluation import validation_loss
-from automoe.experiment import DataSettings, RunData
+from automoe.evaluate.__main__ import main as evaluate_main
+from automoe.evaluate.quality import validation_loss
 from automoe.runs import MODEL_FILE, load_model_file
 from automoe.space import SearchSpace, SpaceError
 from automoe.supernet.supernet import SuperNet
-from automoe.train import main as train_main
+from automoe.train.__main__ import main as train_main
 from automoe.translate import main as translate_main
 
 

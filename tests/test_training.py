@@ -16,15 +16,15 @@ import torch
 import torch.nn.functional as F
 import yaml
 
-from automoe.arch_sampling import step_archs
 from automoe.errors import AutomoeError, run_cli
 from automoe.files import previous_path
-from automoe.objectives import label_smoothed_loss
 from automoe.runs import load_model_file, save_with_tokenizer
-from automoe.schedule import warmup_cosine
 from automoe.space import SearchSpace
-from automoe.train import build_parser
-from automoe.train import main as train_main
+from automoe.supernet.losses import label_smoothed_loss
+from automoe.train.__main__ import build_parser
+from automoe.train.__main__ import main as train_main
+from automoe.train.sampling import step_archs
+from automoe.train.schedule import warmup_cosine
 
 ROOT = Path(__file__).resolve().parents[1]
 

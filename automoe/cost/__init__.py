@@ -1,4 +1,6 @@
-"""Cost of a sub-network: analytical FLOPs and parameters, measured latency."""
+"""Analytical cost of a sub-network (FLOPs, parameters) and the machine a cost was measured on.
+
+Measured latency is a stage of its own: `automoe.latency`."""
 
 from automoe.cost.flops import (
     ExpertFractions,
@@ -9,31 +11,15 @@ from automoe.cost.flops import (
     count_params,
     routing_fractions,
 )
-from automoe.cost.latency import (
-    LatencyInputs,
-    LatencyResult,
-    LatencySettings,
-    latency_inputs,
-    measure_latency,
-    reference_inputs,
-    trimmed_mean,
-)
 from automoe.cost.machine import machine_info
 
 __all__ = [
     "ExpertFractions",
     "ExpertFractionsError",
     "FlopsReport",
-    "LatencyInputs",
-    "LatencyResult",
-    "LatencySettings",
     "ParamsReport",
     "count_flops",
     "count_params",
-    "latency_inputs",
     "machine_info",
-    "measure_latency",
-    "reference_inputs",
     "routing_fractions",
-    "trimmed_mean",
 ]

@@ -27,9 +27,9 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import Tensor
 
-from automoe.arch import ArchConfig
 from automoe.data.batching import Batch
 from automoe.errors import AutomoeError
+from automoe.space import ArchConfig
 from automoe.supernet.model import Transformer
 from automoe.supernet.modes import inference
 

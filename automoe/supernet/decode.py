@@ -13,8 +13,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from automoe.arch import ArchConfig
 from automoe.errors import AutomoeError
+from automoe.space import ArchConfig
 from automoe.supernet.model import DecoderCache, EncoderOutput, Transformer
 from automoe.supernet.modes import inference
 

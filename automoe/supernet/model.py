@@ -19,9 +19,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from automoe.arch import ArchConfig, ArchError
 from automoe.data import Batch
 from automoe.errors import AutomoeError
+from automoe.space import ArchConfig, ArchError
 from automoe.supernet.layers import (
     DecoderLayer,
     ElasticLayerNorm,

@@ -5,9 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from automoe.arch import ArchConfig
 from automoe.errors import AutomoeError
-from automoe.space import SearchSpace
+from automoe.space import ArchConfig, SearchSpace
 from automoe.supernet.model import ModelConfig, Transformer, extract, load_checkpoint_file
 
 

@@ -15,8 +15,8 @@ from dataclasses import replace
 import torch
 from torch import Tensor
 
-from automoe.arch import ArchConfig
 from automoe.errors import AutomoeError
+from automoe.space import ArchConfig
 from automoe.supernet.model import Transformer, extract
 from automoe.supernet.moe import MoEFeedForward
 

@@ -21,11 +21,10 @@ from typing import Any
 
 import yaml
 
-from automoe.arch import ArchConfig
 from automoe.files import write_text_atomic
 from automoe.predictors import CostPredictor
-from automoe.search_results import spread
-from automoe.space import SearchSpace
+from automoe.search.results import spread
+from automoe.space import ArchConfig, SearchSpace
 
 SWITCH_EXPERTS = 4
 SAMPLES = 1000  # architectures drawn to estimate the share of a space under a bound

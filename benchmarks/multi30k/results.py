@@ -1,6 +1,6 @@
 """The benchmark's figures, read back from the stages' outputs; None wherever one is pending.
 
-Costs are the search's own (`automoe.search_costs.CostModel`: FLOPs of a 30/30-token pair
+Costs are the search's own (`automoe.search.costs.CostModel`: FLOPs of a 30/30-token pair
 without the output projection, uniform routing; parameters without embeddings), plus the
 active parameters per token (`automoe.cost.count_params`).
 """
@@ -14,10 +14,10 @@ from typing import Any
 
 from scipy.stats import kendalltau
 
-from automoe.arch import ArchConfig
 from automoe.cost import count_params
 from automoe.runs import RUN_FILE, read_run_file
-from automoe.search_costs import CostModel
+from automoe.search.costs import CostModel
+from automoe.space import ArchConfig
 from multi30k.plan import Plan
 from multi30k.rows import FINETUNED, LARGEST, ROWS, Row
 

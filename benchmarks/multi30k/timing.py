@@ -25,10 +25,10 @@ from typing import Any
 import common
 from common import interleaved, machine_info, quiet_rounds, set_threads
 
-from automoe.cost import LatencyInputs, LatencySettings, latency_inputs, measure_latency
 from automoe.data import Batch, Tokenizer, collate
-from automoe.experiment import DataSettings, RunData
+from automoe.data.run_data import DataSettings, RunData
 from automoe.files import write_text_atomic
+from automoe.latency import LatencyInputs, LatencySettings, latency_inputs, measure_latency
 from automoe.runs import load_model_file, resolve_arch, task_ids_for
 from automoe.supernet.decode import DecodeSettings, translate_ids
 from automoe.supernet.model import Transformer, extract

@@ -11,6 +11,7 @@ Each figure is written as PNG (quick look) and SVG (papers).
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,8 @@ from matplotlib.figure import Figure
 from automoe.constraints import Constraint
 from automoe.errors import AutomoeError
 from automoe.pareto import best_so_far, hypervolume_curve, pareto_front
+
+MARGIN = 1.1  # default reference: this much beyond the worst quality and cost seen
 
 SEARCH_FILE = "search.json"
 EVALUATIONS_FILE = "evaluations.jsonl"
@@ -270,3 +273,28 @@ def plot_progress(
     )
     volume_ax.legend(fontsize="small")
     return _save(fig, out_dir, f"progress_{cost}")
+
+
+def default_reference(runs: Sequence[RunRecord], cost: str) -> tuple[tuple[float, float], str]:
+    """The first run's stored reference point, else a margin beyond the worst values seen;
+    returned with where it came from, since a hypervolume means nothing without it."""
+    quality = common_metric(runs)
+    stored = runs[0].search.get("reference_point")
+    if isinstance(stored, dict):
+        point = (stored.get(quality), stored.get(cost))
+        if all(isinstance(v, (int, float)) and math.isfinite(v) for v in point):
+            return (float(point[0]), float(point[1])), f"from {runs[0].path / SEARCH_FILE}"
+    worst = []
+    for metric in (quality, cost):
+        values = np.concatenate([run.column(metric) for run in runs])
+        if np.isnan(values).all():
+            raise AutomoeError(f"no evaluation reports {metric}; cannot choose a reference point")
+        lowest_is_worst = metric == "bleu"
+        worst.append(
+            float(np.nanmin(values)) / MARGIN
+            if lowest_is_worst
+            else float(np.nanmax(values)) * MARGIN
+        )
+    if quality == "bleu":
+        return (worst[0], worst[1]), f"the lowest BLEU / {MARGIN} and {MARGIN} x the largest {cost}"
+    return (worst[0], worst[1]), f"{MARGIN} x the largest loss and {cost} evaluated"

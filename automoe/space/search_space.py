@@ -22,8 +22,8 @@ from typing import Any
 
 import yaml
 
-from automoe.arch import ROUTING_MODES, ArchConfig, ArchError
 from automoe.errors import AutomoeError
+from automoe.space.arch import ROUTING_MODES, ArchConfig, ArchError
 
 
 class SpaceError(AutomoeError, ValueError):

@@ -23,22 +23,21 @@ import optuna
 import torch
 import yaml
 
-from automoe.arch import ArchConfig
 from automoe.argtypes import nonnegative_int, positive_float, positive_int
 from automoe.constraints import COST_METRICS, Constraint
-from automoe.cost import LatencySettings, latency_inputs, measure_latency
 from automoe.data import Tokenizer
 from automoe.errors import AutomoeError, run_cli
 from automoe.files import write_text_atomic
-from automoe.pipeline import PipelineSettings, ensure_predictor, ensure_supernet
+from automoe.latency import LatencySettings, latency_inputs, measure_latency
 from automoe.precision import FP32, Precision, add_precision_option, resolve_precision
 from automoe.predictors import CostPredictor
 from automoe.runs import load_model_file
-from automoe.scoring import METRICS, ArchScorer, ScorerPool, ScoringSettings
-from automoe.search_costs import CostModel
-from automoe.search_results import write_results
-from automoe.search_run import Budget, SearchLoop
-from automoe.space import SearchSpace
+from automoe.search.costs import CostModel
+from automoe.search.loop import Budget, SearchLoop
+from automoe.search.pipeline import PipelineSettings, ensure_predictor, ensure_supernet
+from automoe.search.results import write_results
+from automoe.search.scoring import METRICS, ArchScorer, ScorerPool, ScoringSettings
+from automoe.space import ArchConfig, SearchSpace
 from automoe.strategies import Strategy, available, get_strategy
 from automoe.supernet.model import extract
 from automoe.supernet.supernet import SuperNet

@@ -16,12 +16,12 @@ from typing import Any
 
 import torch
 
-from automoe.arch import ArchConfig
+from automoe.data.run_data import DataSettings, RunData
 from automoe.errors import AutomoeError
-from automoe.evaluation import corpus_bleu, translate_examples, validation_loss
-from automoe.experiment import DataSettings, RunData
+from automoe.evaluate.quality import corpus_bleu, translate_examples, validation_loss
 from automoe.precision import resolve_precision
 from automoe.runs import RUN_FILE, load_model_file, read_run_file, task_ids_for
+from automoe.space import ArchConfig
 from automoe.supernet.decode import DecodeSettings
 from automoe.supernet.supernet import SuperNet
 

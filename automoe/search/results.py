@@ -20,9 +20,8 @@ import yaml
 
 from automoe.constraints import COST_METRICS, Constraint
 from automoe.files import write_text_atomic
-from automoe.plot import default_reference
-from automoe.plots import load_run, plot_progress, plot_tradeoff
-from automoe.search_run import SearchLoop
+from automoe.plot.figures import default_reference, load_run, plot_progress, plot_tradeoff
+from automoe.search.loop import SearchLoop
 
 FRONT_DIR = "front"
 SHOWN = 5  # front points printed, spread from the cheapest to the most accurate

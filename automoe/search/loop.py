@@ -2,8 +2,8 @@
 
 The run folder holds everything as it happens: `evaluations.jsonl`/`.csv` (one row per scored
 architecture, appended and flushed at once), `strategy_state.json` (the strategy's own state
-after every tell), and at the end (`search_results`) `pareto.json`, `best.yaml`, `front/` and
-`summary.json`.
+after every tell), and at the end (`automoe.search.results`) `pareto.json`, `best.yaml`,
+`front/` and `summary.json`.
 A killed run resumes from these files: scored architectures are never scored again, and
 architectures the strategy was waiting on are told from the record when it has them.
 
@@ -24,13 +24,13 @@ from typing import Any
 
 from tqdm import tqdm
 
-from automoe.arch import ArchConfig
 from automoe.constraints import Constraint
 from automoe.errors import AutomoeError
 from automoe.files import write_text_atomic
 from automoe.pareto import pareto_front
 from automoe.records import RecordLog
-from automoe.search_costs import CostModel
+from automoe.search.costs import CostModel
+from automoe.space import ArchConfig
 from automoe.strategies import Strategy
 
 Scorer = Callable[[Sequence[ArchConfig]], list[dict[str, float]]]

@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import random
 
-from automoe.arch import ArchConfig
 from automoe.errors import AutomoeError
-from automoe.space import SearchSpace
+from automoe.space import ArchConfig, SearchSpace
 
 SAMPLING_RULES = ("uniform", "sandwich")
 

@@ -26,9 +26,9 @@ from automoe.data import (
     encode_examples,
     read_lines,
 )
+from automoe.data.run_data import DataSettings, RunData
 from automoe.errors import AutomoeError, run_cli
-from automoe.evaluation import translate_examples, translation_scores, validation_loss
-from automoe.experiment import DataSettings, RunData
+from automoe.evaluate.quality import translate_examples, translation_scores, validation_loss
 from automoe.files import write_text_atomic
 from automoe.precision import add_precision_option, resolve_precision
 from automoe.runs import (

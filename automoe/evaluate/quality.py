@@ -8,10 +8,10 @@ from dataclasses import dataclass
 import sacrebleu
 from sacrebleu.metrics import BLEU, CHRF
 
-from automoe.arch import ArchConfig
 from automoe.data import Batch, Example, TokenBatcher, Tokenizer
-from automoe.objectives import label_smoothed_loss
+from automoe.space import ArchConfig
 from automoe.supernet.decode import DecodeSettings, translate_ids
+from automoe.supernet.losses import label_smoothed_loss
 from automoe.supernet.model import Transformer
 from automoe.supernet.modes import inference
 

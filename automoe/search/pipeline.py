@@ -13,11 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from automoe.errors import AutomoeError
-from automoe.latency import main as latency_main
+from automoe.latency.__main__ import main as latency_main
 from automoe.predictors import CostPredictor
 from automoe.runs import CHECKPOINT_FILE, RUN_FILE, SUPERNET_FILE, read_run_file
 from automoe.space import SearchSpace
-from automoe.train import main as train_main
+from automoe.train.__main__ import main as train_main
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,6 @@ from typing import Any
 
 import torch
 
-from automoe.arch import ArchConfig
 from automoe.argtypes import (
     nonnegative_float,
     nonnegative_int,
@@ -34,8 +33,8 @@ from automoe.argtypes import (
     probability,
 )
 from automoe.data import Tokenizer
+from automoe.data.run_data import TOKENIZER_FILE, DataSettings, RunData
 from automoe.errors import AutomoeError, run_cli
-from automoe.experiment import TOKENIZER_FILE, DataSettings, RunData
 from automoe.files import previous_path, write_text_atomic
 from automoe.precision import add_precision_option
 from automoe.runs import (
@@ -49,10 +48,10 @@ from automoe.runs import (
     save_with_tokenizer,
     task_ids_for,
 )
-from automoe.space import SearchSpace, SpaceError
+from automoe.space import ArchConfig, SearchSpace, SpaceError
 from automoe.supernet.model import ModelConfig, Transformer, extract
 from automoe.supernet.supernet import SuperNet
-from automoe.trainer import Trainer, TrainSettings
+from automoe.train.trainer import Trainer, TrainSettings
 
 MODEL_KEYS = ("dropout", "attention_dropout", "activation_dropout", "capacity_factor")
 RESUMABLE = {

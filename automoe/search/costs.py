@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from automoe.arch import ArchConfig
 from automoe.cost import count_flops, count_params
 from automoe.errors import AutomoeError
 from automoe.predictors import CostPredictor
+from automoe.space import ArchConfig
 
 LatencyFn = Callable[[ArchConfig], float]
 

@@ -20,18 +20,18 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from automoe.arch import ArchConfig
-from automoe.arch_sampling import step_archs
 from automoe.data import Batch
 from automoe.errors import AutomoeError
-from automoe.evaluation import validation_loss
+from automoe.evaluate.quality import validation_loss
 from automoe.files import atomic_path, previous_path
-from automoe.objectives import label_smoothed_loss
 from automoe.precision import resolve_precision
 from automoe.records import RecordLog
-from automoe.schedule import warmup_cosine
+from automoe.space import ArchConfig
+from automoe.supernet.losses import label_smoothed_loss
 from automoe.supernet.model import Transformer, load_checkpoint_file
 from automoe.supernet.supernet import SuperNet
+from automoe.train.sampling import step_archs
+from automoe.train.schedule import warmup_cosine
 
 TRAINER_FORMAT = "automoe-trainer/1"
 STATE_KEYS = (

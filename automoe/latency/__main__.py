@@ -41,19 +41,18 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from automoe.arch import ArchConfig
 from automoe.argtypes import nonnegative_int, positive_float, positive_int
-from automoe.cost.latency import LatencyInputs, LatencySettings, latency_inputs, measure_latency
 from automoe.cost.machine import machine_info
 from automoe.data import Tokenizer
+from automoe.data.run_data import DataSettings, RunData
 from automoe.errors import AutomoeError, run_cli
-from automoe.experiment import DataSettings, RunData
 from automoe.files import atomic_path, write_text_atomic
+from automoe.latency.measure import LatencyInputs, LatencySettings, latency_inputs, measure_latency
 from automoe.precision import Precision, add_precision_option, resolve_precision
 from automoe.predictors.data import precision_option, recorded_precision, sidecar_path
 from automoe.predictors.features import ArchFeatures
 from automoe.runs import load_model_file, pick_device, resolve_arch
-from automoe.space import SearchSpace
+from automoe.space import ArchConfig, SearchSpace
 from automoe.supernet.model import ModelConfig, Transformer, extract
 from automoe.supernet.supernet import SuperNet
 

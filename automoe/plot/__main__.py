@@ -8,23 +8,17 @@ from __future__ import annotations
 
 import argparse
 import math
-from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
-
 from automoe.errors import AutomoeError, run_cli
-from automoe.plots import (
-    SEARCH_FILE,
-    RunRecord,
-    common_metric,
+from automoe.plot.figures import (
+    MARGIN,
     cost_axis,
+    default_reference,
     load_run,
     plot_progress,
     plot_tradeoff,
 )
-
-MARGIN = 1.1  # default reference: this much beyond the worst quality and cost seen
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -56,31 +50,6 @@ def parse_reference(text: str) -> tuple[float, float]:
             f"--reference {text!r}: the cost must be above 0, or no architecture improves on it"
         )
     return loss, cost
-
-
-def default_reference(runs: Sequence[RunRecord], cost: str) -> tuple[tuple[float, float], str]:
-    """The first run's stored reference point, else a margin beyond the worst values seen;
-    returned with where it came from, since a hypervolume means nothing without it."""
-    quality = common_metric(runs)
-    stored = runs[0].search.get("reference_point")
-    if isinstance(stored, dict):
-        point = (stored.get(quality), stored.get(cost))
-        if all(isinstance(v, (int, float)) and math.isfinite(v) for v in point):
-            return (float(point[0]), float(point[1])), f"from {runs[0].path / SEARCH_FILE}"
-    worst = []
-    for metric in (quality, cost):
-        values = np.concatenate([run.column(metric) for run in runs])
-        if np.isnan(values).all():
-            raise AutomoeError(f"no evaluation reports {metric}; cannot choose a reference point")
-        lowest_is_worst = metric == "bleu"
-        worst.append(
-            float(np.nanmin(values)) / MARGIN
-            if lowest_is_worst
-            else float(np.nanmax(values)) * MARGIN
-        )
-    if quality == "bleu":
-        return (worst[0], worst[1]), f"the lowest BLEU / {MARGIN} and {MARGIN} x the largest {cost}"
-    return (worst[0], worst[1]), f"{MARGIN} x the largest loss and {cost} evaluated"
 
 
 def main(argv: list[str] | None = None) -> int:

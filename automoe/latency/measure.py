@@ -33,8 +33,8 @@ import torch
 from torch import Tensor
 
 from automoe.data import Tokenizer
+from automoe.data.run_data import DataSettings, RunData
 from automoe.errors import AutomoeError
-from automoe.experiment import DataSettings, RunData
 from automoe.supernet.model import Transformer
 from automoe.supernet.modes import inference
 

@@ -1,0 +1,7 @@
+"""The search space: which architectures exist (`SearchSpace`, read from YAML) and what one of
+them is (`ArchConfig`)."""
+
+from automoe.space.arch import ROUTING_MODES, ArchConfig, ArchError
+from automoe.space.search_space import SearchSpace, SpaceError
+
+__all__ = ["ROUTING_MODES", "ArchConfig", "ArchError", "SearchSpace", "SpaceError"]
