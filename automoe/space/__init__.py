@@ -2,6 +2,7 @@
 them is (`ArchConfig`)."""
 
 from automoe.space.arch import ROUTING_MODES, ArchConfig, ArchError
-from automoe.space.search_space import SearchSpace, SpaceError
+from automoe.space.definition import SpaceError
+from automoe.space.search_space import SearchSpace
 
 __all__ = ["ROUTING_MODES", "ArchConfig", "ArchError", "SearchSpace", "SpaceError"]
