@@ -14,38 +14,18 @@ latency budget" (loss and latency together); with a constraint, "the best model 
 from __future__ import annotations
 
 import argparse
-import json
-import time
 from pathlib import Path
 from typing import Any
 
-import optuna
-import torch
 import yaml
 
 from automoe.argtypes import nonnegative_int, positive_float, positive_int
-from automoe.constraints import COST_METRICS, Constraint
-from automoe.data import Tokenizer
 from automoe.errors import AutomoeError, run_cli
-from automoe.files import write_text_atomic
-from automoe.latency import LatencySettings, latency_inputs, measure_latency
-from automoe.precision import FP32, Precision, add_precision_option, resolve_precision
-from automoe.predictors import CostPredictor
-from automoe.runs import load_model_file
-from automoe.search.costs import CostModel
-from automoe.search.loop import Budget, SearchLoop
-from automoe.search.pipeline import PipelineSettings, ensure_predictor, ensure_supernet
-from automoe.search.results import write_results
-from automoe.search.scoring import METRICS, ArchScorer, ScorerPool, ScoringSettings
-from automoe.space import ArchConfig, SearchSpace
-from automoe.strategies import Strategy, available, get_strategy
-from automoe.supernet.model import extract
-from automoe.supernet.supernet import SuperNet
-
-SETTINGS_FILE = "search.json"
-REFERENCE_FILE = "reference.json"
-DEFAULT_EVALUATIONS = 300
-DEFAULT_FRONT = "loss,latency_ms"
+from automoe.precision import add_precision_option
+from automoe.search.api import DEFAULT_EVALUATIONS, DEFAULT_FRONT, SearchRequest, run_search
+from automoe.search.results import report_lines
+from automoe.search.scoring import METRICS
+from automoe.strategies import available
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -114,252 +94,35 @@ def _options(items: list[str]) -> dict[str, Any]:
     return out
 
 
-def _objectives(text: str, metric: str) -> list[str]:
-    names = [n.strip() for n in text.split(",") if n.strip()]
-    if not names or names[0] not in ("loss", "bleu"):
-        raise AutomoeError(f"--objectives {text!r}: start with loss (e.g. loss,latency_ms)")
-    names[0] = metric
-    for extra in names[1:]:
-        if extra not in COST_METRICS:
-            raise AutomoeError(f"--objectives: unknown {extra!r}; choices: {list(COST_METRICS)}")
-    return names
-
-
-def _objectives_text(args: argparse.Namespace) -> str:
-    """--objectives as given; else the loss under the constraints; else, with no constraint,
-    the loss and latency together: the single lowest loss is then simply one of the largest
-    sub-networks, while a front answers "what is the best model for each latency budget"."""
-    if args.objectives is not None:
-        return args.objectives
-    return "loss" if args.constraint else DEFAULT_FRONT
-
-
-def _strategy_options(
-    cls: type[Strategy], options: dict[str, Any], evaluations: int
-) -> dict[str, Any]:
-    """The user's options, plus `budget` = the evaluations for a strategy that takes one
-    (evolution scales its generations to it, Nevergrad plans for it) unless the user set it."""
-    takes_budget = any("budget" in vars(k).get("defaults", {}) for k in cls.__mro__)
-    if takes_budget and "budget" not in options:
-        return {**options, "budget": evaluations}
-    return options
-
-
-def _new_settings(run: Path, args: argparse.Namespace) -> dict[str, Any]:
-    """Settings of a new search, every argument checked before any pipeline stage runs."""
-    if (run / SETTINGS_FILE).exists() or (run / "evaluations.jsonl").exists():
-        raise AutomoeError(
-            f"{run} already holds a search; add --resume to continue it or choose another --run"
-        )
-    constraints = [Constraint.parse(c) for c in args.constraint]
-    objectives = _objectives(_objectives_text(args), args.metric)
-    evaluations = DEFAULT_EVALUATIONS if args.evaluations is None else args.evaluations
-    options = _strategy_options(get_strategy(args.strategy), _options(args.option), evaluations)
-    precision = resolve_precision(args.precision)
-    pipeline = PipelineSettings(
-        workdir=Path(args.workdir),
-        space=args.space or PipelineSettings.space,
-        data_dir=args.data_dir,
-        threads=args.threads,
-        precision=precision.name,
-    )
-    supernet = args.supernet or str(ensure_supernet(pipeline, progress=not args.no_progress))
-    predictor = args.predictor
-    wants_latency = "latency_ms" in objectives or any(c.metric == "latency_ms" for c in constraints)
-    default_pipeline = args.supernet is None  # the whole pipeline includes its predictor
-    if predictor is None and args.latency == "predicted" and (wants_latency or default_pipeline):
-        predictor = str(ensure_predictor(pipeline, supernet, progress=not args.no_progress))
-    return {
-        "strategy": args.strategy,
-        "seed": args.seed,
-        "options": options,
-        "objectives": objectives,
-        "metric": args.metric,
-        "constraints": [c.to_dict() for c in constraints],
-        "cost_metrics": list(COST_METRICS),
-        "latency": args.latency,
-        "supernet": str(Path(supernet).resolve()),
-        "predictor": str(Path(predictor).resolve()) if predictor else None,
-        "space": args.space,
-        "evaluations": evaluations,
-        "valid_size": args.valid_size,
-        "precision": args.precision,
-        "precision_used": precision.record(),
-    }
-
-
-def _resumed_settings(run: Path, args: argparse.Namespace) -> dict[str, Any]:
-    """The run's own settings; `--evaluations` may move its budget (written once it runs)."""
-    path = run / SETTINGS_FILE
-    if not path.is_file():
-        raise AutomoeError(f"{run} holds no search to resume (no {SETTINGS_FILE})")
-    try:
-        settings = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise AutomoeError(f"{path} is not valid JSON ({err}); start a new run") from None
-    if args.evaluations is not None:
-        settings["evaluations"] = args.evaluations
-    return settings
-
-
-def _space(name: str | None, net: SuperNet) -> SearchSpace:
-    """The SuperNet's space, or a space every architecture of which the SuperNet holds."""
-    if not name:
-        return net.space
-    space = SearchSpace.load(name)
-    problem = None
-    if space.qkv_dim != net.config.qkv_dim:
-        problem = f"its qkv_dim {space.qkv_dim} is not the SuperNet's {net.config.qkv_dim}"
-    missing = set(space.routing_modes()) - {"token"} - set(net.config.routers)
-    if missing:
-        problem = f"it routes by {sorted(missing)}, which the SuperNet has no routers for"
-    try:
-        net.check_arch(space.largest())
-    except AutomoeError as err:
-        problem = problem or f"its largest {err}"
-    if problem:
-        raise AutomoeError(
-            f"--space {name}: {problem}; search a space within the SuperNet's ({net.space.name})"
-        )
-    return space
-
-
-def _precision(settings: dict[str, Any]) -> Precision:
-    """The precision the search scores in: resolved once when it starts (searches from before
-    `--precision` scored in fp32), so a resumed search keeps it."""
-    used = settings.get("precision_used") or FP32.record()
-    return Precision(used["precision"], "cpu", used["requested"], used["reason"])
-
-
-def _costs(
-    net: SuperNet,
-    tokenizer: Tokenizer,
-    settings: dict[str, Any],
-    data_dir: str | None,
-    precision: Precision,
-) -> CostModel:
-    predictor = CostPredictor.load(settings["predictor"]) if settings["predictor"] else None
-    measure = None
-    if settings["latency"] == "measured":
-        protocol = LatencySettings()
-        inputs = latency_inputs(tokenizer, data_dir, protocol)
-
-        def measure(arch: ArchConfig) -> float:
-            model = precision.for_inference(extract(net, arch))
-            with precision.autocast():
-                return measure_latency(model, inputs, protocol).latency_ms
-
-    return CostModel(
-        net.config.qkv_dim,
-        net.config.vocab_size,
-        predictor,
-        measure,
-        num_tasks=net.config.num_tasks,
-    )
-
-
-def _references(net: SuperNet, scorer: Any, costs: CostModel) -> dict[str, Any]:
-    """Largest, smallest and a dense baseline (largest with one expert per layer), scored."""
-    space = net.space
-    largest = space.largest()
-    dense = ArchConfig.from_dict(
-        {
-            **largest.to_dict(),
-            "encoder_ffn_dims": [[max(layer)] for layer in largest.encoder_ffn_dims],
-            "decoder_ffn_dims": [[max(layer)] for layer in largest.decoder_ffn_dims],
-            "encoder_top_k": [1] * largest.encoder_layers,
-            "decoder_top_k": [1] * largest.decoder_layers,
-        }
-    )
-    archs = {"largest": largest, "smallest": space.smallest(), "dense": dense}
-    scores = scorer(list(archs.values()))
-    out = {}
-    for (name, arch), score in zip(archs.items(), scores, strict=True):
-        out[name] = {**score, **costs.costs(arch), "arch": arch.to_dict()}
-    return out
-
-
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    get_strategy(args.strategy)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)  # one line per trial drowns the bar
-    torch.set_num_threads(args.threads)
-    run = Path(args.run or f"runs/search-{args.strategy}-s{args.seed}")
-    settings = _resumed_settings(run, args) if args.resume else _new_settings(run, args)
-    net, tokenizer = load_model_file(settings["supernet"])
-    if not isinstance(net, SuperNet):
-        raise AutomoeError(f"{settings['supernet']} is an extracted model; search needs a SuperNet")
-    space = _space(settings["space"], net)
-    precision = _precision(settings)
-    if precision.notice():
-        print(precision.notice())
-    costs = _costs(net, tokenizer, settings, args.data_dir, precision)
-    if costs.predictor is not None:  # one fitted for another space would decide constraints
-        costs.predictor.check_fits(
-            space,
-            settings["predictor"],
-            precision=precision.name,
-            allow_other_precision=args.allow_precision_mismatch,
-        )
-    constraints = [Constraint(**c) for c in settings["constraints"]]
-    _check_reachable(space, costs, constraints)
-    scoring = ScoringSettings(
-        supernet=settings["supernet"],
-        metric=settings["metric"],
-        valid_size=settings["valid_size"],
+    request = SearchRequest(
+        strategy=args.strategy,
+        run=Path(args.run or f"runs/search-{args.strategy}-s{args.seed}"),
+        resume=args.resume,
+        supernet=args.supernet,
+        predictor=args.predictor,
+        space=args.space,
         data_dir=args.data_dir,
-        threads=max(1, args.threads // args.jobs),
-        precision=precision.name,
+        workdir=Path(args.workdir),
+        constraints=tuple(args.constraint),
+        objectives=args.objectives,
+        metric=args.metric,
+        latency=args.latency,
+        evaluations=args.evaluations,
+        time_limit_s=args.time_limit * 60 if args.time_limit else None,
+        batch=args.batch,
+        jobs=args.jobs,
+        valid_size=args.valid_size,
+        seed=args.seed,
+        options=_options(args.option),
+        precision=args.precision,
+        allow_precision_mismatch=args.allow_precision_mismatch,
+        threads=args.threads,
+        progress=not args.no_progress,
     )
-    pool = ScorerPool(scoring, args.jobs) if args.jobs > 1 else None
-    local = None if pool else ArchScorer(scoring)
-    scorer = pool.score if pool else (lambda archs: [local(a) for a in archs])  # type: ignore[misc]
-    loop = SearchLoop(
-        get_strategy(settings["strategy"])(
-            space,
-            settings["objectives"],
-            seed=settings["seed"],
-            is_feasible=None,
-            **settings["options"],
-        ),
-        scorer,
-        costs,
-        constraints,
-        settings["objectives"],
-        run,
-        Budget(settings["evaluations"], args.time_limit * 60 if args.time_limit else None),
-        args.batch,
-    )
-    if constraints:
-        loop.strategy.is_feasible = loop.is_feasible
-    try:
-        loop.resume()  # also checks the strategy's options
-        reference_path = run / REFERENCE_FILE
-        references = None if reference_path.exists() else _references(net, scorer, costs)
-        # Every input has now been used once: only from here on does the run folder change.
-        write_text_atomic(run / SETTINGS_FILE, json.dumps(settings, indent=2) + "\n")
-        if references is not None:
-            write_text_atomic(reference_path, json.dumps(references, indent=2) + "\n")
-        started = time.perf_counter()
-        loop.run(progress=not args.no_progress)
-        wall = time.perf_counter() - started
-    finally:
-        if pool:
-            pool.close()
-    write_results(loop, run, settings, wall)
+    print("\n".join(report_lines(run_search(request))))
     return 0
-
-
-def _check_reachable(space: SearchSpace, costs: CostModel, constraints: list[Constraint]) -> None:
-    """Refuse at once a constraint that even the cheapest corner of the space breaks."""
-    smallest = space.smallest()
-    for c in constraints:
-        value = costs.cost(smallest, c.metric)
-        if c.violation(value) > 0:
-            raise AutomoeError(
-                f"constraint {c} cannot be met: the smallest architecture of the space already "
-                f"has {c.metric} = {value:.4g}; relax the bound or search a smaller space"
-            )
 
 
 if __name__ == "__main__":

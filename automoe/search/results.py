@@ -13,15 +13,18 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from automoe.constraints import COST_METRICS, Constraint
+from automoe.errors import AutomoeError
 from automoe.files import write_text_atomic
 from automoe.plot.figures import default_reference, load_run, plot_progress, plot_tradeoff
-from automoe.search.loop import SearchLoop
+from automoe.search.loop import SearchLoop, evaluation_log
+from automoe.space import ArchConfig
 
 FRONT_DIR = "front"
 SHOWN = 5  # front points printed, spread from the cheapest to the most accurate
@@ -76,7 +79,7 @@ def _table(rows: Sequence[dict[str, Any]], labels: Sequence[str], metric: str) -
 
 
 def write_results(loop: SearchLoop, run: Path, settings: dict[str, Any], wall: float) -> None:
-    """pareto.json, best.yaml, front/, summary.json and plots; then the printed answer."""
+    """pareto.json, best.yaml, front/, summary.json and plots."""
     rows = loop.rows
     metric = settings["metric"]
     costs = settings["objectives"][1:]
@@ -105,6 +108,7 @@ def write_results(loop: SearchLoop, run: Path, settings: dict[str, Any], wall: f
             for name, row in zip(files, front, strict=True)
         ],
         "front_sizes": {cost: len(points) for cost, points in fronts.items()},
+        "strategy": settings["strategy"],
         "precision": settings.get("precision_used"),
         "wall_s": wall,
         "ms_per_evaluation": 1000 * sum(r["eval_s"] for r in rows) / max(len(rows), 1),
@@ -117,24 +121,82 @@ def write_results(loop: SearchLoop, run: Path, settings: dict[str, Any], wall: f
         if "latency_ms" in measured:
             reference, _ = default_reference([record], "latency_ms")
             plot_progress([record], run / "plots", reference, cost="latency_ms")
-    print(
-        f"{settings['strategy']}: {len(rows)} architectures scored, {summary['feasible']} feasible"
-    )
-    print(f"question: {summary['question']}")
-    print(ending["text"])
-    if best is None:
-        print("no feasible architecture found")
-        return
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    """A finished (or stopped) search read back from its run folder: what `search()` returns
+    and what a notebook opens later with `SearchResult.load(run)`.
+
+    `evaluations` holds every scored architecture (scores, costs, feasibility, `arch` as an
+    `ArchConfig`); `front` the Pareto front points from the cheapest to the most accurate (empty
+    for a single objective); `best` the feasible architecture with the best score (None if no
+    architecture was feasible); `plots` the figures written.
+    """
+
+    run: Path
+    question: str
+    objectives: list[str]
+    evaluations: list[dict[str, Any]]
+    front: list[dict[str, Any]]
+    best: ArchConfig | None
+    summary: dict[str, Any]
+    plots: list[Path]
+
+    @classmethod
+    def load(cls, run: str | Path) -> SearchResult:
+        run = Path(run)
+        path = run / "summary.json"
+        if not path.is_file():
+            raise AutomoeError(
+                f"{run} holds no finished search (no summary.json); run or resume the search"
+            )
+        try:
+            summary = json.loads(path.read_text())
+        except json.JSONDecodeError as err:
+            raise AutomoeError(f"{path} is not valid JSON ({err}); resume the search") from None
+        rows = [
+            {**row, "arch": ArchConfig.from_dict(row["arch"])} for row in evaluation_log(run).read()
+        ]
+        by_key = {row["arch_key"]: row for row in rows}
+        front = [{**point, **by_key[point["arch_key"]]} for point in summary["front"]]
+        best = summary["best"]
+        return cls(
+            run=run,
+            question=summary["question"],
+            objectives=summary["objectives"],
+            evaluations=rows,
+            front=front,
+            best=None if best is None else by_key[best["arch_key"]]["arch"],
+            summary=summary,
+            plots=sorted((run / "plots").glob("*.png")),
+        )
+
+
+def report_lines(result: SearchResult) -> list[str]:
+    """The answer in a few lines, as the command prints it."""
+    summary = result.summary
+    metric = result.objectives[0]
+    lines = [
+        f"{summary['strategy']}: {summary['evaluations']} architectures scored, "
+        f"{summary['feasible']} feasible",
+        f"question: {result.question}",
+        summary["ending"]["text"],
+    ]
+    if result.best is None:
+        return [*lines, "no feasible architecture found"]
+    front = result.front
     if front:
+        costs = result.objectives[1:]
         shown = spread(len(front))
-        print(
+        lines.append(
             f"front: {len(front)} points, {len(shown)} shown from the lowest {costs[0]} "
             f"to the best {metric}"
         )
-        for line in _table([front[i] for i in shown], [files[i] for i in shown], metric):
-            print(line)
-        print(f"best.yaml = {files[-1]}, the most accurate point")
+        lines += _table([front[i] for i in shown], [front[i]["file"] for i in shown], metric)
+        lines.append(f"best.yaml = {front[-1]['file']}, the most accurate point")
     else:
-        print("\n".join(_table([best], ["best.yaml"], metric)))
+        lines += _table([summary["best"]], ["best.yaml"], metric)
     written = "best.yaml, front/, " if front else "best.yaml, "
-    print(f"wrote {run}/{written}evaluations.csv, pareto.json, summary.json")
+    lines.append(f"wrote {result.run}/{written}evaluations.csv, pareto.json, summary.json")
+    return lines
