@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
         threads=args.threads,
         progress=not args.no_progress,
     )
-    print("\n".join(report_lines(run_search(request))))
+    print("\n".join(report_lines(run_search(request, "python -m automoe.search"))))
     return 0
 
 

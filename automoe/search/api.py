@@ -27,7 +27,7 @@ import torch
 from automoe.constraints import COST_METRICS, Constraint
 from automoe.data import Tokenizer
 from automoe.errors import AutomoeError
-from automoe.files import write_text_atomic
+from automoe.files import locked_folder, write_text_atomic
 from automoe.latency import LatencySettings, latency_inputs, measure_latency
 from automoe.precision import CHOICES as PRECISIONS
 from automoe.precision import FP32, Precision, resolve_precision
@@ -149,11 +149,17 @@ def search(
     return run_search(request)
 
 
-def run_search(request: SearchRequest) -> SearchResult:
-    """The search `request` describes: settings fixed (or read back on resume), inputs checked,
-    then the loop; the run folder changes only once every input has been used."""
+def run_search(request: SearchRequest, owner: str = "automoe.search()") -> SearchResult:
+    """The search `request` describes, holding its run folder against a second process (named
+    `owner` in the refusal the other one gets): settings fixed (or read back on resume), inputs
+    checked, then the loop; the run folder changes only once every input has been used."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # one line per trial drowns the bar
     torch.set_num_threads(request.threads)
+    with locked_folder(request.run, owner):
+        return _run(request)
+
+
+def _run(request: SearchRequest) -> SearchResult:
     run = request.run
     settings = _resumed_settings(request) if request.resume else _new_settings(request)
     net, tokenizer = load_model_file(settings["supernet"])
