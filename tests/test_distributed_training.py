@@ -29,6 +29,10 @@ from automoe.train.__main__ import main as train_main
 from automoe.train.distributed import World
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from bench_distributed import steady_rates  # noqa: E402
+
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
 # Rank 0 trains 2 experts in every layer, rank 1 one: the second expert and the routers are
 # used by one rank only; neither uses the second decoder layer.
@@ -324,6 +328,13 @@ def test_a_killed_rank_ends_the_group_and_resume_equals_an_uninterrupted_run(
     for name, value in reference.items():
         assert torch.equal(final[name], value), name
     assert [r["step"] for r in metric_rows(killed)] == list(range(1, steps + 1))
+
+
+def test_benchmark_rates_count_only_the_updates_after_the_warm_up() -> None:
+    clock = [(1, 5.0), (2, 5.5), (3, 6.0), (4, 7.0)]
+    rows = [{"step": step, "elapsed_s": t, "tokens": 100} for step, t in clock]
+    rates = steady_rates(rows, skip=2)
+    assert rates == {"updates_per_s": 2 / 1.5, "tokens_per_s": 200 / 1.5, "updates": 2}
 
 
 if __name__ == "__main__":
