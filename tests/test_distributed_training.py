@@ -72,8 +72,8 @@ def torchrun(*args: object, timeout: float = 300) -> subprocess.CompletedProcess
     return done
 
 
-def weights(run: Path) -> dict[str, torch.Tensor]:
-    return torch.load(run / "supernet.pt", weights_only=True)["state_dict"]
+def weights(run: Path, name: str = "supernet.pt") -> dict[str, torch.Tensor]:
+    return torch.load(run / name, weights_only=True)["state_dict"]
 
 
 def metric_rows(run: Path) -> list[dict]:
@@ -197,9 +197,14 @@ def test_dropout_seeds_depend_on_rank_and_step_only(world_results: list[dict]) -
 def test_world_from_env_reads_torchrun_and_refuses_nonsense() -> None:
     assert World.from_env({}).size == 1
     assert World.from_env({"WORLD_SIZE": "1", "RANK": "0", "LOCAL_RANK": "0"}).size == 1
-    world = World.from_env({"WORLD_SIZE": "4", "RANK": "3", "LOCAL_RANK": "1"})
+    meet = {"MASTER_ADDR": "localhost", "MASTER_PORT": "29500"}
+    world = World.from_env({"WORLD_SIZE": "4", "RANK": "3", "LOCAL_RANK": "1", **meet})
     assert (world.rank, world.size, world.local_rank, world.is_main) == (3, 4, 1, False)
-    for bad in ({"WORLD_SIZE": "two"}, {"WORLD_SIZE": "2", "RANK": "2", "LOCAL_RANK": "0"}):
+    for bad in (
+        {"WORLD_SIZE": "two", **meet},
+        {"WORLD_SIZE": "2", "RANK": "2", "LOCAL_RANK": "0", **meet},
+        {"WORLD_SIZE": "2", "RANK": "1", "LOCAL_RANK": "1"},  # set by hand, not by torchrun
+    ):
         with pytest.raises(AutomoeError, match="torchrun"):
             World.from_env(bad)
 
@@ -252,6 +257,22 @@ def test_two_processes_train_as_one_over_the_same_global_batch(
     for mine, theirs in zip(two_rows, one_rows, strict=True):
         assert mine["tokens"] == theirs["tokens"]
         assert mine["loss"] == pytest.approx(theirs["loss"], rel=1e-6)
+
+
+def test_an_architecture_trains_on_two_processes_as_on_one(
+    tmp_path: Path, tiny_space_file: Path, data_dir: Path
+) -> None:
+    """`--arch` (one fixed model, no SuperNet) takes the same distributed path."""
+    arch = tmp_path / "arch.yaml"
+    WIDE.save(arch)
+    runs = {name: tmp_path / name for name in ("two", "one")}
+    flags = {"arch": arch, "dropout": 0, "max_steps": 4}
+    torchrun("-m", "automoe.train", *train_args(runs["two"], tiny_space_file, data_dir, **flags))
+    args = train_args(runs["one"], tiny_space_file, data_dir, update_freq=2, **flags)
+    assert train_main([*args, "--no-progress"]) == 0
+    two, one = (weights(run, "model.pt") for run in runs.values())
+    for name, value in one.items():
+        torch.testing.assert_close(two[name], value, atol=1e-5, rtol=0, msg=name)
 
 
 def test_only_rank_zero_prints_and_writes(

@@ -60,6 +60,11 @@ class World:
                 f"WORLD_SIZE={size}, RANK={rank}, LOCAL_RANK={local} is not a valid process "
                 "layout; start the processes with torchrun"
             )
+        if size > 1 and not all(env.get(key) for key in ("MASTER_ADDR", "MASTER_PORT")):
+            raise AutomoeError(
+                f"WORLD_SIZE={size} but no MASTER_ADDR/MASTER_PORT to meet the other processes "
+                "at; start them with torchrun, or unset WORLD_SIZE for one process"
+            )
         return cls(rank, size, local) if size > 1 else cls()
 
     @property
