@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
@@ -37,14 +36,13 @@ from automoe.data import Tokenizer
 from automoe.data.run_data import TOKENIZER_FILE, DataSettings, RunData
 from automoe.errors import AutomoeError, run_cli
 from automoe.files import locked_folder, previous_path, write_text_atomic
-from automoe.precision import add_precision_option
+from automoe.precision import Precision, add_precision_option
 from automoe.runs import (
     CHECKPOINT_FILE,
     MODEL_FILE,
     RUN_FILE,
     SUPERNET_FILE,
     load_model_file,
-    pick_device,
     read_run_file,
     save_with_tokenizer,
     task_ids_for,
@@ -52,6 +50,7 @@ from automoe.runs import (
 from automoe.space import ArchConfig, SearchSpace, SpaceError
 from automoe.supernet.model import ModelConfig, Transformer, extract
 from automoe.supernet.supernet import SuperNet
+from automoe.train.distributed import World
 from automoe.train.trainer import Trainer, TrainSettings
 
 MODEL_KEYS = ("dropout", "attention_dropout", "activation_dropout", "capacity_factor")
@@ -74,7 +73,14 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train an AutoMoE SuperNet (one sampled sub-network per update).",
         argument_default=argparse.SUPPRESS,
     )
-    p.add_argument("--run", required=True, help="run folder (created if missing)")
+    p.add_argument(
+        "--run",
+        "--run-dir",
+        dest="run",
+        required=True,
+        help="run folder (created if missing); under torchrun write --run-dir, since torchrun "
+        "reads --run as short for its own --run-path",
+    )
     p.add_argument("--resume", action="store_true", help="continue the run folder's training")
     p.add_argument("--space", help="search space: preset name (multi30k, wmt) or YAML file")
     p.add_argument(
@@ -223,7 +229,12 @@ def _new_settings(run: Path, args: dict[str, Any]) -> dict[str, Any]:
 
 
 def _build_trainer(
-    run: Path, settings: dict[str, Any], tokenizer: Tokenizer | None, device: str
+    run: Path,
+    settings: dict[str, Any],
+    tokenizer: Tokenizer | None,
+    device: torch.device,
+    world: World,
+    precision: Precision | None = None,
 ) -> tuple[Trainer, Tokenizer]:
     """The run's SuperNet and trainer; reads the corpus, writes nothing."""
     data_settings = DataSettings(**settings["data"])
@@ -247,9 +258,29 @@ def _build_trainer(
         data.valid_batches(),
         train_settings,
         run,
-        pick_device(device),
+        device,
+        world,
+        precision,
     )
     return trainer, data.tokenizer
+
+
+def _build_every_rank(
+    run: Path, settings: dict[str, Any], tokenizer: Tokenizer | None, world: World
+) -> tuple[Trainer, Tokenizer]:
+    """Rank 0 builds first and hands its tokenizer (trained once, not raced for by every
+    process or differently on every machine) and its resolved precision to the others."""
+    built = _build_trainer(run, settings, tokenizer, world.device, world) if world.is_main else None
+    shared = world.broadcast(
+        (built[1].model_proto, built[0].precision.record()) if built is not None else None
+    )
+    if built is not None:
+        return built
+    proto, record = shared
+    precision = Precision(
+        record["precision"], world.device.type, record["requested"], record["reason"]
+    )
+    return _build_trainer(run, settings, Tokenizer(proto), world.device, world, precision)
 
 
 def _build_model(
@@ -310,16 +341,21 @@ def _finish(trainer: Trainer, tokenizer: Tokenizer, last: dict[str, Any]) -> Non
 
 def main(argv: list[str] | None = None) -> int:
     """Nothing in the run folder is written until the settings, the data and (on --resume)
-    a checkpoint are known good."""
+    a checkpoint are known good.
+
+    Under torchrun every process runs this (`automoe.train.distributed`): they check that
+    they were given the same settings, train together, and only rank 0 prints and writes.
+    """
     args = vars(build_parser().parse_args(argv))
+    world = World.from_env()
     run = Path(args["run"])
-    if os.environ.get("RANK", "0") != "0":  # under torchrun, rank 0 holds the folder
-        return _train(run, args)
+    if not world.is_main:  # under torchrun, rank 0 holds the folder for every process
+        return _start(run, args, world)
     with locked_folder(run, "python -m automoe.train"):
-        return _train(run, args)
+        return _start(run, args, world)
 
 
-def _train(run: Path, args: dict[str, Any]) -> int:
+def _start(run: Path, args: dict[str, Any], world: World) -> int:
     resume = args.get("resume", False)
     if "threads" in args:
         torch.set_num_threads(args["threads"])
@@ -328,27 +364,37 @@ def _train(run: Path, args: dict[str, Any]) -> int:
     settings["train"]["max_steps"] = args.get("max_steps", planned_steps)
     if "data_dir" in args:
         settings["data_dir"] = str(Path(args["data_dir"]).resolve())
+    with world.group(world.device_for(args.get("device", "auto"))):
+        same = {k: v for k, v in settings.items() if k != "data_dir"}
+        world.require_same("settings", {**same, "resume": resume, "stop_at": args.get("stop_at")})
+        return _train(run, args, settings, planned_steps, world)
+
+
+def _train(
+    run: Path, args: dict[str, Any], settings: dict[str, Any], planned_steps: int, world: World
+) -> int:
+    resume = args.get("resume", False)
+    say = print if world.is_main else _quiet
     tokenizer_path = run / TOKENIZER_FILE
-    trainer, tokenizer = _build_trainer(
+    trainer, tokenizer = _build_every_rank(
         run,
         settings,
         Tokenizer.load(tokenizer_path) if resume and tokenizer_path.exists() else None,
-        args.get("device", "auto"),
+        world,
     )
     max_steps = trainer.settings.max_steps
     if resume:
         notice = trainer.load_checkpoint()
         if notice:
-            print(notice)
+            say(notice)
         if trainer.step >= max_steps:
             if trainer.step == planned_steps and _model_is_stale(trainer):
                 name = _final_path(trainer).name
-                print(f"{run}: training had finished; writing the {name} it did not save")
-                _finish(trainer, tokenizer, {"step": trainer.step})
+                say(f"{run}: training had finished; writing the {name} it did not save")
+                if world.is_main:
+                    _finish(trainer, tokenizer, {"step": trainer.step})
             else:
-                print(
-                    f"{run}: already trained for {trainer.step} steps; raise --max-steps to go on"
-                )
+                say(f"{run}: already trained for {trainer.step} steps; raise --max-steps to go on")
             return 0
         if args.get("stop_at", math.inf) <= trainer.step:
             raise AutomoeError(
@@ -356,16 +402,22 @@ def _train(run: Path, args: dict[str, Any]) -> int:
                 "give a later step"
             )
     if trainer.precision.notice():
-        print(trainer.precision.notice())
+        say(trainer.precision.notice())
     settings["precision"] = trainer.precision.record()
-    _record(run, settings, tokenizer)
+    if world.is_main:
+        _record(run, settings, tokenizer)
     limit = args["time_limit"] * 60 if "time_limit" in args else None
     last = trainer.train(not args.get("no_progress", False), args.get("stop_at"), limit)
     if trainer.step < max_steps:
-        print(f"paused at step {trainer.step}; continue with --run {run} --resume")
+        say(f"paused at step {trainer.step}; continue with --run {run} --resume")
         return 0
-    _finish(trainer, tokenizer, last)
+    if world.is_main:
+        _finish(trainer, tokenizer, last)
     return 0
+
+
+def _quiet(*_: object) -> None:
+    """`print` for the ranks that do not speak."""
 
 
 if __name__ == "__main__":

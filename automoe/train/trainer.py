@@ -2,8 +2,9 @@
 searched winner or a baseline), checkpointed so a kill loses nothing.
 
 Every random choice is either derived from (seed, step) — the sub-network, the batch order of
-an epoch — or drawn from torch's generator, whose state the checkpoint saves. A run resumed
-from a checkpoint therefore continues exactly as if it had never stopped. Checkpoints are
+an epoch — or drawn from torch's generator, whose state the checkpoint saves (with several
+processes: seeded from (seed, rank, step) at every update). A run resumed from a checkpoint
+therefore continues exactly as if it had never stopped. Checkpoints are
 written atomically and the one they replace is kept as `checkpoint.pt.prev`, so one damaged
 file costs only the steps since the previous checkpoint, never the run.
 """
@@ -24,12 +25,13 @@ from automoe.data import Batch
 from automoe.errors import AutomoeError
 from automoe.evaluate.quality import validation_loss
 from automoe.files import atomic_path, previous_path
-from automoe.precision import resolve_precision
+from automoe.precision import Precision, resolve_precision
 from automoe.records import RecordLog
 from automoe.space import ArchConfig
 from automoe.supernet.losses import label_smoothed_loss
 from automoe.supernet.model import Transformer, load_checkpoint_file
 from automoe.supernet.supernet import SuperNet
+from automoe.train.distributed import World
 from automoe.train.sampling import step_archs
 from automoe.train.schedule import warmup_cosine
 
@@ -91,7 +93,12 @@ METRIC_FIELDS = [
 
 class Trainer:
     """Owns the optimiser, the data position and the run folder of one training: of a SuperNet,
-    or of a plain `Transformer`, which trains its own architecture at every step."""
+    or of a plain `Transformer`, which trains its own architecture at every step.
+
+    In a `World` of several processes every one holds a Trainer; they walk the same batch
+    order and apply the same summed gradients, and only rank 0 validates and writes files.
+    `precision` overrides resolving `settings.precision` here (the other ranks take rank 0's).
+    """
 
     def __init__(
         self,
@@ -101,6 +108,8 @@ class Trainer:
         settings: TrainSettings,
         run_dir: str | Path,
         device: torch.device | str = "cpu",
+        world: World | None = None,
+        precision: Precision | None = None,
     ) -> None:
         self.net = model.to(device)
         self.device = torch.device(device)
@@ -108,13 +117,14 @@ class Trainer:
         self.valid_batches = valid_batches
         self.settings = settings
         self.run_dir = Path(run_dir)
+        self.world = world or World()
         self.optimizer = torch.optim.Adam(
             self.net.parameters(),
             lr=settings.lr,
             betas=settings.betas,
             weight_decay=settings.weight_decay,
         )
-        self.precision = resolve_precision(settings.precision, self.device)
+        self.precision = precision or resolve_precision(settings.precision, self.device)
         self.scaler = self.precision.grad_scaler()
         self.step = 0
         self.epoch = 0
@@ -151,22 +161,33 @@ class Trainer:
             self._batches = self.epoch_batches(self.epoch)
         batch = self._batches[self.batch_index]
         self.batch_index += 1
-        return batch.to(self.device)
+        return batch
 
     def train_step(self) -> dict[str, Any]:
-        """One update: every micro-batch of it trains the step's sub-network(s)."""
-        s = self.settings
+        """One update: every micro-batch of it trains the step's sub-network(s).
+
+        An update is `update_freq` x (number of processes) consecutive batches of the one
+        batch order; process r trains batches r, r + N, r + 2N, ... of them. The objective is
+        the sum of the token losses of all of them divided by their total target tokens (not
+        a mean of per-batch or per-process means), plus the load-balancing loss of each batch
+        weighted by its share of those tokens; gradients are summed over the processes. So N
+        processes with `update_freq` M train exactly as one process with `update_freq` N*M,
+        up to float rounding.
+        """
+        s, world = self.settings, self.world
         archs = self._step_archs()
         lr = self._lr(self.step)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         self.net.train()
         self.optimizer.zero_grad(set_to_none=True)
-        batches = [self._next_batch() for _ in range(s.update_freq)]
+        world.seed_step(s.seed, self.step)
+        batches = [self._next_batch() for _ in range(s.update_freq * world.size)]
         tokens = sum(b.num_tokens for b in batches)
+        mine = [batch.to(self.device) for batch in world.share(batches)]
         loss_sum = nll_sum = balance_sum = 0.0
         for arch in archs:
-            for batch in batches:
+            for batch in mine:
                 with self.precision.autocast():
                     out = self.net.forward_batch(batch, arch)
                 part = label_smoothed_loss(
@@ -179,6 +200,8 @@ class Trainer:
                 loss_sum += float(part.loss.detach())
                 nll_sum += float(part.nll.detach())
                 balance_sum += float(out.balance_loss.detach()) * share
+        world.reduce_gradients(list(self.net.parameters()))
+        loss_sum, nll_sum, balance_sum = world.sum([loss_sum, nll_sum, balance_sum])
         if self.scaler is not None:
             self.scaler.unscale_(self.optimizer)
         if s.clip_norm > 0:
@@ -223,25 +246,30 @@ class Trainer:
         """Run to `max_steps`, logging, validating and checkpointing on the way.
 
         `stop_at` (a step) and `time_limit` (seconds) pause early with a checkpoint, keeping
-        the schedule of the full run, so a run can be split across sessions.
+        the schedule of the full run, so a run can be split across sessions. With several
+        processes all stop at the same update (the first to reach its time limit stops them
+        all); only rank 0 validates (the others wait for it at the next update), shows
+        progress, logs and checkpoints, and only its return value carries the metrics.
         """
-        s = self.settings
+        s, main = self.settings, self.world.is_main
         end = min(s.max_steps, stop_at or s.max_steps)
         deadline = time.monotonic() + time_limit if time_limit else math.inf
-        self.run_dir.mkdir(parents=True, exist_ok=True)
         log = metrics_log(self.run_dir)
-        log.rewrite([row for row in log.read() if row["step"] <= self.step])
+        if main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            log.rewrite([row for row in log.read() if row["step"] <= self.step])
         last: dict[str, Any] = {}
         bar = tqdm(
             total=s.max_steps,
             initial=self.step,
-            disable=not progress,
+            disable=not (progress and main),
             unit="step",
             dynamic_ncols=True,
         )
+        self.world.wait_for_all()
         window_tokens, window_start = 0, time.perf_counter()
         try:
-            while self.step < end and time.monotonic() < deadline:
+            while self.step < end and not self.world.any(time.monotonic() >= deadline):
                 started = time.perf_counter()
                 row = self.train_step()
                 self.elapsed += time.perf_counter() - started
@@ -251,6 +279,8 @@ class Trainer:
                         f"training diverged at step {self.step} (loss {row['loss']}); "
                         "lower --lr or raise --warmup-steps and resume from the last checkpoint"
                     )
+                if not main:
+                    continue
                 if self.step % s.validate_every == 0 or self.step == s.max_steps:
                     row.update(self.validate())
                 if self.step % s.log_every == 0 or any(k.startswith("valid_") for k in row):
@@ -266,7 +296,7 @@ class Trainer:
                     self.save_checkpoint()
                 bar.update(1)
                 last = row
-            if self.step < end:
+            if main and self.step < end:
                 self.save_checkpoint()
         finally:
             bar.close()
@@ -283,6 +313,7 @@ class Trainer:
             "batch_index": self.batch_index,
             "elapsed": self.elapsed,
             "torch_rng": torch.get_rng_state(),
+            "world_size": self.world.size,
             "precision": self.precision.record(),
         }
         if self.scaler is not None:
@@ -334,6 +365,7 @@ class Trainer:
 
     def _restore(self, state: dict[str, Any], path: Path) -> str | None:
         """Load `state`; a line when it was trained in another precision than this run's."""
+        _require_world_size(state.get("world_size", 1), self.world.size, path)
         saved = {k: v for k, v in state["settings"].items() if k != "max_steps"}
         mine = {k: v for k, v in self.settings.to_dict().items() if k != "max_steps"}
         changed = sorted(k for k in saved if _plain(saved[k]) != _plain(mine.get(k)))
@@ -386,6 +418,23 @@ def _read_state(path: Path) -> dict[str, Any]:
     ):
         raise _Unreadable(f"{path} is corrupt or not an automoe training checkpoint")
     return state
+
+
+def _require_world_size(saved: int, now: int, path: Path) -> None:
+    """Refuse a resume by another number of processes: an update's batches and dropout masks
+    depend on it, so the run would not continue as it would have without the stop."""
+    if saved == now:
+        return
+    how = (
+        "plain `python -m automoe.train` (no torchrun)"
+        if saved == 1
+        else f"torchrun starting {saved} processes in all (--nnodes x --nproc_per_node)"
+    )
+    trained = "1 process" if saved == 1 else f"{saved} processes"
+    raise AutomoeError(
+        f"cannot resume {path}: it was trained by {trained} and this run has {now}; "
+        f"resume it with {how}, or start a new --run"
+    )
 
 
 def _plain(value: Any) -> Any:
