@@ -19,6 +19,7 @@ import pytest
 from automoe.errors import AutomoeError, run_cli
 from automoe.files import LOCK_FILE, locked_folder
 from automoe.search.__main__ import main as search_main
+from automoe.train import __main__ as train_command
 from automoe.train.__main__ import main as train_main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -132,13 +133,27 @@ def test_a_second_training_is_refused_and_a_killed_trainer_frees_the_folder(
 def test_only_rank_0_of_a_torchrun_training_takes_the_lock(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """Every rank names the same --run; rank 0 alone writes there and holds it."""
+    """Every rank names the same --run; rank 0 alone writes there and holds it (the training
+    itself is stubbed: a real rank 1 would wait for its group)."""
     run = tmp_path / "ddp"
+    started: list[int] = []
+    monkeypatch.setattr(
+        train_command, "_start", lambda run, args, world: started.append(world.rank) or 0
+    )
+    torchrun = {
+        "WORLD_SIZE": "2",
+        "LOCAL_RANK": "0",
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": "1",
+    }
+    for key, value in torchrun.items():
+        monkeypatch.setenv(key, value)
     with held(run) as holder:
         monkeypatch.setenv("RANK", "1")
-        assert "is in use" not in refusal(capsys, train_main, [f"--run={run}", "--resume"])
+        assert train_main([f"--run={run}", "--resume"]) == 0
         monkeypatch.setenv("RANK", "0")
         assert f"pid {holder}, holder" in refusal(capsys, train_main, [f"--run={run}", "--resume"])
+    assert started == [1]
 
 
 def test_a_second_multi30k_benchmark_on_one_work_folder_is_refused(
