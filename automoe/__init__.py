@@ -4,8 +4,9 @@ The notebook API, one import away (heavy parts load on first use, so commands st
 
     import automoe
     space = automoe.SearchSpace.load("multi30k")
+    automoe.train("runs/m30k", space="multi30k", max_steps=1500)   # a SuperNet
     result = automoe.search("evolution", supernet="runs/m30k", constraints=["latency_ms<=80"])
-    net = automoe.SuperNet.load("runs/m30k/supernet.pt").extract(result.best)
+    automoe.train("runs/best", arch=result.run / "best.yaml")       # the winner, from scratch
 """
 
 from importlib import import_module
@@ -19,6 +20,8 @@ _LAZY = {
     "Transformer": "automoe.supernet.model",
     "Trainer": "automoe.train",
     "TrainSettings": "automoe.train",
+    "TrainResult": "automoe.train",
+    "train": None,  # the package `automoe.train`, which is also callable
     "SearchRequest": "automoe.search",
     "SearchResult": "automoe.search",
     "search": None,  # the package `automoe.search`, which is also callable

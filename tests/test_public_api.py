@@ -117,3 +117,52 @@ def test_import_automoe_stays_light() -> None:
     code = f"import json, sys, automoe; print(json.dumps([m for m in {heavy} if m in sys.modules]))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert json.loads(out.stdout) == []
+
+
+def tiny_training(data_dir: Path) -> dict[str, object]:
+    return {
+        "data_dir": data_dir,
+        "train_limit": 400,
+        "valid_size": 30,
+        "vocab_size": 400,
+        "max_tokens": 512,
+        "warmup_steps": 5,
+        "threads": 1,
+        "progress": False,
+    }
+
+
+def test_train_call_trains_pauses_and_resumes_like_the_command(
+    tmp_path: Path, tiny_space_file: Path, data_dir: Path
+) -> None:
+    run = tmp_path / "nb"
+    paused = automoe.train(
+        run, space=tiny_space_file, max_steps=8, stop_at=4, **tiny_training(data_dir)
+    )
+    assert (paused.run, paused.step, paused.model) == (run, 4, None)
+    done = automoe.train(run, resume=True, progress=False, threads=1)
+    assert (done.step, done.model) == (8, run / "supernet.pt")
+    net = automoe.SuperNet.load(done.model)
+    assert net.space == automoe.SearchSpace.load(tiny_space_file)
+
+    arch = tmp_path / "smallest.yaml"
+    net.space.smallest().save(arch)
+    one = automoe.train(tmp_path / "one", arch=arch, init_from=run, max_steps=2, progress=False)
+    assert one.model == tmp_path / "one" / "model.pt" and one.step == 2
+
+
+@pytest.mark.parametrize(
+    ("options", "needle"),
+    [
+        ({"max_steps": 0}, "argument --max-steps"),
+        ({"sampling": "greedy"}, "argument --sampling: invalid choice"),
+        ({"colour": "red"}, "unrecognized arguments: --colour=red"),
+    ],
+)
+def test_train_call_refuses_bad_options_in_one_message(
+    tmp_path: Path, tiny_space_file: Path, options: dict, needle: str
+) -> None:
+    with pytest.raises(AutomoeError) as info:
+        automoe.train(tmp_path / "bad", space=tiny_space_file, **options)
+    assert str(info.value).startswith("train(): ") and needle in str(info.value)
+    assert not (tmp_path / "bad").exists()

@@ -19,7 +19,7 @@ import pytest
 from automoe.errors import AutomoeError, run_cli
 from automoe.files import LOCK_FILE, locked_folder
 from automoe.search.__main__ import main as search_main
-from automoe.train import __main__ as train_command
+from automoe.train import api as train_api
 from automoe.train.__main__ import main as train_main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -138,7 +138,7 @@ def test_only_rank_0_of_a_torchrun_training_takes_the_lock(
     run = tmp_path / "ddp"
     started: list[int] = []
     monkeypatch.setattr(
-        train_command, "_start", lambda run, args, world: started.append(world.rank) or 0
+        train_api, "_start", lambda run, args, world: started.append(world.rank) or 0
     )
     torchrun = {
         "WORLD_SIZE": "2",
