@@ -7,6 +7,9 @@ training, a latency dataset measured here, a latency predictor, then the search,
 stage already in `--workdir`. `--space` chooses the space those stages train, measure and
 search (one `--workdir` per space); `--supernet`, `--predictor` and `--data-dir` replace stages.
 Results land in `--run` (evaluations, Pareto front, best architecture, summary).
+With `--storage URL --study NAME` the search lives in an Optuna storage instead, shared by every
+worker that names it (`automoe.search.shared`); the run folder then receives this worker's copy
+of the results.
 Without `--objectives` or `--constraint` the search answers "what is the best model for each
 latency budget" (loss and latency together); with a constraint, "the best model under it".
 """
@@ -15,6 +18,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -37,6 +42,8 @@ from automoe.search.loop import Budget, SearchLoop
 from automoe.search.pipeline import PipelineSettings, ensure_predictor, ensure_supernet
 from automoe.search.results import write_results
 from automoe.search.scoring import METRICS, ArchScorer, ScorerPool, ScoringSettings
+from automoe.search.shared import SharedLoop
+from automoe.search.storage import SharedStudy, shown_url
 from automoe.space import ArchConfig, SearchSpace
 from automoe.strategies import Strategy, available, get_strategy
 from automoe.supernet.model import extract
@@ -45,13 +52,21 @@ from automoe.supernet.supernet import SuperNet
 SETTINGS_FILE = "search.json"
 REFERENCE_FILE = "reference.json"
 DEFAULT_EVALUATIONS = 300
+DEFAULT_BATCH = 25
+DEFAULT_HEARTBEAT = 10
+# Options of the Optuna strategies that place their own study: a shared search is its own study.
+STUDY_OPTIONS = ("storage_url", "journal_path", "study_name", "worker_index", "heartbeat_interval")
 DEFAULT_FRONT = "loss,latency_ms"
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m automoe.search", description=__doc__)
     p.add_argument("--strategy", required=True, help=f"one of: {', '.join(available())}")
-    p.add_argument("--run", help="search run folder (default: runs/search-STRATEGY-sSEED)")
+    p.add_argument(
+        "--run",
+        help="search run folder (default: runs/search-STRATEGY-sSEED; with --storage, "
+        "runs/search-STUDY/WORKER)",
+    )
     p.add_argument("--resume", action="store_true", help="continue the run folder's search")
     p.add_argument("--workdir", default="runs/pipeline", help="where default stages live")
     p.add_argument("--supernet", help="trained SuperNet: run folder or file (skips training)")
@@ -81,7 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"architectures to score (default {DEFAULT_EVALUATIONS}; with --resume, the run's)",
     )
     p.add_argument("--time-limit", type=positive_float, help="minutes of scoring at most")
-    p.add_argument("--batch", type=positive_int, default=25, help="architectures scored per round")
+    p.add_argument(
+        "--batch", type=positive_int, help=f"architectures per round (default {DEFAULT_BATCH})"
+    )
     p.add_argument("--jobs", type=positive_int, default=1, help="scoring worker processes")
     p.add_argument(
         "--valid-size", type=positive_int, default=200, help="validation sentences scored"
@@ -101,6 +118,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--threads", type=positive_int, default=2)
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument(
+        "--storage",
+        metavar="URL",
+        help="keep the search in this Optuna storage, shared by every worker naming it and "
+        "--study: sqlite:///search.db, postgresql://USER@HOST/DB, or a journal file's path",
+    )
+    p.add_argument("--study", help="the search's name in --storage")
+    p.add_argument("--worker", help="this worker's name in the record (default: HOST-PID)")
+    p.add_argument(
+        "--heartbeat",
+        type=positive_int,
+        help=f"seconds between a worker's heartbeats (default {DEFAULT_HEARTBEAT}); others "
+        "retry the architectures of a worker silent for three",
+    )
     return p
 
 
@@ -145,15 +176,21 @@ def _strategy_options(
     return options
 
 
-def _new_settings(run: Path, args: argparse.Namespace) -> dict[str, Any]:
-    """Settings of a new search, every argument checked before any pipeline stage runs."""
-    if (run / SETTINGS_FILE).exists() or (run / "evaluations.jsonl").exists():
+def _new_settings(
+    run: Path, args: argparse.Namespace, stored: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Settings of a new search, every argument checked before any pipeline stage runs; for a
+    worker of a shared search, its settings, taking what it leaves out from `stored` (the
+    study's, when the study exists)."""
+    shared = args.storage is not None
+    if not shared and ((run / SETTINGS_FILE).exists() or (run / "evaluations.jsonl").exists()):
         raise AutomoeError(
             f"{run} already holds a search; add --resume to continue it or choose another --run"
         )
+    stored = stored or {}
     constraints = [Constraint.parse(c) for c in args.constraint]
     objectives = _objectives(_objectives_text(args), args.metric)
-    evaluations = DEFAULT_EVALUATIONS if args.evaluations is None else args.evaluations
+    evaluations = args.evaluations or stored.get("evaluations") or DEFAULT_EVALUATIONS
     options = _strategy_options(get_strategy(args.strategy), _options(args.option), evaluations)
     precision = resolve_precision(args.precision)
     pipeline = PipelineSettings(
@@ -185,7 +222,49 @@ def _new_settings(run: Path, args: argparse.Namespace) -> dict[str, Any]:
         "valid_size": args.valid_size,
         "precision": args.precision,
         "precision_used": precision.record(),
+        **(
+            {
+                "storage": shown_url(args.storage),
+                "study": args.study,
+                "worker": args.worker,
+                "batch": args.batch or stored.get("batch") or DEFAULT_BATCH,
+                "heartbeat": args.heartbeat or stored.get("heartbeat") or DEFAULT_HEARTBEAT,
+                "scoring_precision": precision.name,
+            }
+            if shared
+            else {}
+        ),
     }
+
+
+def _check_shared(args: argparse.Namespace) -> None:
+    """Refuse, before the storage is opened, what would make the workers of one shared search
+    record different things."""
+    if not args.study:
+        raise AutomoeError("--storage needs --study NAME, the search's name in the storage")
+    if args.latency == "measured":
+        raise AutomoeError(
+            "--storage with --latency measured: each worker would time architectures on its own "
+            "machine, beside the others' scoring; fit a latency predictor and pass --predictor"
+        )
+    if args.supernet is None:
+        raise AutomoeError(
+            "--storage needs --supernet (and --predictor): every worker must score with the same "
+            "files, and workers started together would each train the default pipeline; build it "
+            "once with a search without --storage, then pass --supernet runs/pipeline/supernet "
+            "--predictor runs/pipeline/latency.predictor"
+        )
+    objectives = _objectives(_objectives_text(args), args.metric)
+    constraints = [Constraint.parse(c) for c in args.constraint]
+    wants_latency = "latency_ms" in objectives or any(c.metric == "latency_ms" for c in constraints)
+    if wants_latency and args.predictor is None:
+        raise AutomoeError("--storage with latency objectives or constraints needs --predictor")
+    placed = sorted(set(_options(args.option)) & set(STUDY_OPTIONS))
+    if placed:
+        raise AutomoeError(
+            f"--option {placed[0]}: with --storage the search's study is the shared record and "
+            "every worker rebuilds the strategy from it; drop the option"
+        )
 
 
 def _resumed_settings(run: Path, args: argparse.Namespace) -> dict[str, Any]:
@@ -284,8 +363,16 @@ def main(argv: list[str] | None = None) -> int:
     get_strategy(args.strategy)
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # one line per trial drowns the bar
     torch.set_num_threads(args.threads)
-    run = Path(args.run or f"runs/search-{args.strategy}-s{args.seed}")
-    settings = _resumed_settings(run, args) if args.resume else _new_settings(run, args)
+    shared = None
+    if args.storage is not None:
+        _check_shared(args)
+        args.worker = args.worker or f"{socket.gethostname()}-{os.getpid()}"
+        shared = SharedStudy(args.storage, args.study, args.worker)
+        run = Path(args.run or f"runs/search-{args.study}/{args.worker}")
+        settings = _new_settings(run, args, shared.stored_settings())
+    else:
+        run = Path(args.run or f"runs/search-{args.strategy}-s{args.seed}")
+        settings = _resumed_settings(run, args) if args.resume else _new_settings(run, args)
     net, tokenizer = load_model_file(settings["supernet"])
     if not isinstance(net, SuperNet):
         raise AutomoeError(f"{settings['supernet']} is an extracted model; search needs a SuperNet")
@@ -314,21 +401,19 @@ def main(argv: list[str] | None = None) -> int:
     pool = ScorerPool(scoring, args.jobs) if args.jobs > 1 else None
     local = None if pool else ArchScorer(scoring)
     scorer = pool.score if pool else (lambda archs: [local(a) for a in archs])  # type: ignore[misc]
-    loop = SearchLoop(
-        get_strategy(settings["strategy"])(
-            space,
-            settings["objectives"],
-            seed=settings["seed"],
-            is_feasible=None,
-            **settings["options"],
-        ),
-        scorer,
-        costs,
-        constraints,
+    strategy = get_strategy(settings["strategy"])(
+        space,
         settings["objectives"],
-        run,
-        Budget(settings["evaluations"], args.time_limit * 60 if args.time_limit else None),
-        args.batch,
+        seed=settings["seed"],
+        is_feasible=None,
+        **settings["options"],
+    )
+    budget = Budget(settings["evaluations"], args.time_limit * 60 if args.time_limit else None)
+    common = (strategy, scorer, costs, constraints, settings["objectives"], run, budget)
+    loop = (
+        SharedLoop(*common, settings["batch"], study=shared, claims=args.jobs)
+        if shared
+        else SearchLoop(*common, args.batch or DEFAULT_BATCH)
     )
     if constraints:
         loop.strategy.is_feasible = loop.is_feasible
@@ -336,6 +421,11 @@ def main(argv: list[str] | None = None) -> int:
         loop.resume()  # also checks the strategy's options
         reference_path = run / REFERENCE_FILE
         references = None if reference_path.exists() else _references(net, scorer, costs)
+        if shared:
+            settings["searched_space"] = space.to_dict()
+            shared.start(settings)
+            references = references or json.loads(reference_path.read_text())
+            shared.check_references(references)
         # Every input has now been used once: only from here on does the run folder change.
         write_text_atomic(run / SETTINGS_FILE, json.dumps(settings, indent=2) + "\n")
         if references is not None:
@@ -346,7 +436,15 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if pool:
             pool.close()
+    if isinstance(loop, SharedLoop):
+        loop.rows = loop.record()  # the whole shared record, this worker's share within it
+        loop.log.rewrite(loop.rows)
     write_results(loop, run, settings, wall)
+    if isinstance(loop, SharedLoop):
+        print(
+            f"{args.worker} scored {loop.scored} of them; the search is in {shared.shown} "
+            f"as study {args.study!r}"
+        )
     return 0
 
 
