@@ -28,8 +28,6 @@ limit is stopped (its checkpoint is kept); the next invocation continues.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import fcntl
 import shlex
 import signal
 import sys
@@ -46,6 +44,7 @@ from multi30k.stages import Scheduler, StageTimes
 from automoe.argtypes import positive_float, positive_int
 from automoe.data.registry import resolve_dataset_dir
 from automoe.errors import AutomoeError, run_cli
+from automoe.files import locked_folder
 from automoe.runs import read_run_file
 from automoe.space import SearchSpace
 
@@ -115,20 +114,6 @@ def _check_inputs(args: argparse.Namespace) -> None:
         raise AutomoeError(f"--predictor {args.predictor}: no such file")
 
 
-@contextlib.contextmanager
-def _lock(work: Path):
-    """One invocation per work folder: two would train into the same run folders."""
-    work.mkdir(parents=True, exist_ok=True)
-    with (work / ".lock").open("a") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            raise AutomoeError(
-                f"another bench_multi30k.py is running on {work}; wait for it or stop it"
-            ) from None
-        yield
-
-
 def _here(path: Path) -> Path:
     """`path` relative to the working directory when inside it: the report's commands then
     name no folder of this machine."""
@@ -163,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
         args.jobs,
         args.latency_threads,
     )
-    with _lock(work):
+    with locked_folder(work, "bench_multi30k.py"):  # two would train into the same runs
         fix_settings(
             layout,
             {

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 import torch
+from postgres_server import URL_ENV, PostgresServer, ServerError, create_database, drop_database
 from torch import Tensor
 
+from automoe.errors import AutomoeError
 from automoe.precision import FP32, Precision
+from automoe.search.storage_url import storage_url
 
 
 @pytest.fixture(scope="session")
@@ -145,3 +150,68 @@ def assert_same(precision: Precision) -> Callable[..., None]:
         torch.testing.assert_close(got, want, **tolerance)
 
     return check
+
+
+def _running(pid: int) -> bool:
+    """Whether `pid` runs (a zombie, ended but not yet reaped, does not)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+@pytest.fixture(scope="session")
+def wait_ended() -> Callable[..., list[int]]:
+    """Wait up to `seconds` for processes to end; returns the pids still running (Linux)."""
+
+    def wait(pids: list[int], seconds: float = 10.0) -> list[int]:
+        deadline = time.monotonic() + seconds
+        while any(_running(p) for p in pids) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        return [p for p in pids if _running(p)]
+
+    return wait
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def _postgres_unavailable(reason: str) -> NoReturn:
+    """Skip here; fail in CI (CI=true), which must never silently not test PostgreSQL."""
+    if in_ci():
+        pytest.fail(f"CI needs PostgreSQL: {reason}", pytrace=False)
+    pytest.skip(f"no PostgreSQL: {reason}")
+
+
+def _driver_url(url: str) -> str:
+    try:
+        return storage_url(url)
+    except AutomoeError as err:
+        _postgres_unavailable(str(err))
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A PostgreSQL database for the session, as a SQLAlchemy URL Optuna accepts: on the
+    server `.ci/run` started ($AUTOMOE_TEST_POSTGRES_URL), else on a throwaway server started
+    here and stopped (folder removed) at the session's end. Share it through unique study
+    names, or take `postgres_database` for a database of a test's own."""
+    if os.environ.get(URL_ENV):
+        yield _driver_url(os.environ[URL_ENV])
+        return
+    try:
+        with PostgresServer() as server:
+            yield _driver_url(server.url)
+    except ServerError as err:
+        _postgres_unavailable(str(err))
+
+
+@pytest.fixture
+def postgres_database(postgres_url: str) -> Iterator[str]:
+    """A new, empty PostgreSQL database for one test (workers starting together on a fresh
+    database), dropped afterwards."""
+    url = create_database(postgres_url)
+    yield url
+    drop_database(url)

@@ -32,7 +32,7 @@ from automoe.argtypes import nonnegative_int, positive_float, positive_int
 from automoe.constraints import COST_METRICS, Constraint
 from automoe.data import Tokenizer
 from automoe.errors import AutomoeError, run_cli
-from automoe.files import write_text_atomic
+from automoe.files import locked_folder, write_text_atomic
 from automoe.latency import LatencySettings, latency_inputs, measure_latency
 from automoe.precision import FP32, Precision, add_precision_option, resolve_precision
 from automoe.predictors import CostPredictor
@@ -363,15 +363,22 @@ def main(argv: list[str] | None = None) -> int:
     get_strategy(args.strategy)
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # one line per trial drowns the bar
     torch.set_num_threads(args.threads)
-    shared = None
     if args.storage is not None:
         _check_shared(args)
         args.worker = args.worker or f"{socket.gethostname()}-{os.getpid()}"
-        shared = SharedStudy(args.storage, args.study, args.worker)
         run = Path(args.run or f"runs/search-{args.study}/{args.worker}")
-        settings = _new_settings(run, args, shared.stored_settings())
     else:
         run = Path(args.run or f"runs/search-{args.strategy}-s{args.seed}")
+    with locked_folder(run, "python -m automoe.search"):
+        return _search(run, args)
+
+
+def _search(run: Path, args: argparse.Namespace) -> int:
+    shared = None
+    if args.storage is not None:
+        shared = SharedStudy(args.storage, args.study, args.worker)
+        settings = _new_settings(run, args, shared.stored_settings())
+    else:
         settings = _resumed_settings(run, args) if args.resume else _new_settings(run, args)
     net, tokenizer = load_model_file(settings["supernet"])
     if not isinstance(net, SuperNet):

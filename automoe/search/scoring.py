@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import multiprocessing
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,7 @@ from automoe.data.run_data import DataSettings, RunData
 from automoe.errors import AutomoeError
 from automoe.evaluate.quality import corpus_bleu, translate_examples, validation_loss
 from automoe.precision import resolve_precision
+from automoe.processes import die_with_parent
 from automoe.runs import RUN_FILE, load_model_file, read_run_file, task_ids_for
 from automoe.space import ArchConfig
 from automoe.supernet.decode import DecodeSettings
@@ -96,8 +98,10 @@ def _run_data_settings(supernet: str, model: SuperNet) -> DataSettings:
 _WORKER: ArchScorer | None = None
 
 
-def _init_worker(settings: ScoringSettings) -> None:
+def _init_worker(settings: ScoringSettings, parent: int) -> None:
+    """Each worker ends with the search (even one killed with kill -9) and holds a scorer."""
     global _WORKER
+    die_with_parent(parent)
     torch.set_num_threads(settings.threads)
     _WORKER = ArchScorer(settings)
 
@@ -121,7 +125,7 @@ class ScorerPool:
                 self.jobs,
                 mp_context=multiprocessing.get_context("spawn"),
                 initializer=_init_worker,
-                initargs=(self.settings,),
+                initargs=(self.settings, os.getpid()),
             )
         return self._pool
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
@@ -35,7 +36,7 @@ from automoe.argtypes import (
 from automoe.data import Tokenizer
 from automoe.data.run_data import TOKENIZER_FILE, DataSettings, RunData
 from automoe.errors import AutomoeError, run_cli
-from automoe.files import previous_path, write_text_atomic
+from automoe.files import locked_folder, previous_path, write_text_atomic
 from automoe.precision import add_precision_option
 from automoe.runs import (
     CHECKPOINT_FILE,
@@ -312,6 +313,13 @@ def main(argv: list[str] | None = None) -> int:
     a checkpoint are known good."""
     args = vars(build_parser().parse_args(argv))
     run = Path(args["run"])
+    if os.environ.get("RANK", "0") != "0":  # under torchrun, rank 0 holds the folder
+        return _train(run, args)
+    with locked_folder(run, "python -m automoe.train"):
+        return _train(run, args)
+
+
+def _train(run: Path, args: dict[str, Any]) -> int:
     resume = args.get("resume", False)
     if "threads" in args:
         torch.set_num_threads(args["threads"])

@@ -16,13 +16,12 @@ checkpoint starts only if its estimate fits. At the deadline whatever still runs
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import datetime as _dt
+import functools
 import importlib
 import io
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -33,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from automoe.files import write_text_atomic
+from automoe.processes import die_with_parent
 
 ALL = -1  # `Stage.slots`: every core, with nothing else running beside it
 GRACE_S = 30.0  # between asking a stopped process to end and killing it
@@ -113,12 +113,6 @@ class Outcome:
     paused: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
     waiting: dict[str, str] = field(default_factory=dict)
-
-
-def _die_with_parent() -> None:
-    """In the child: receive SIGTERM when the scheduler's process dies (Linux)."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 def _now() -> str:
@@ -266,7 +260,8 @@ class Scheduler:
             stdout=out,
             stderr=log,
             env=env,
-            preexec_fn=_die_with_parent,
+            # SIGTERM when the scheduler dies (Linux; no thread may start before the exec)
+            preexec_fn=functools.partial(die_with_parent, os.getpid(), poll=False),
         )
         if part is not None:
             out.close()
