@@ -58,6 +58,7 @@ from optuna.trial import FrozenTrial, TrialState, create_trial
 from sqlalchemy.engine import make_url
 
 from automoe.errors import AutomoeError
+from automoe.search.storage_url import storage_url
 from automoe.space import ArchConfig
 from automoe.strategies.optuna_storage import Heartbeat, quiet
 
@@ -151,6 +152,7 @@ def _journal(path: str) -> JournalStorage:
 
 def _rdb(url: str, heartbeat: int | None) -> BaseStorage:
     shown = shown_url(url)
+    url = storage_url(url)  # PostgreSQL through the driver installed here
     try:
         backend = make_url(url).get_backend_name()
     except sqlalchemy.exc.ArgumentError:
