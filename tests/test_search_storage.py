@@ -327,6 +327,54 @@ def test_sqlite_workers_started_together_share_one_search_through_a_kill(
         assert json.loads((tmp_path / worker / "summary.json").read_text())["evaluations"] == 24
 
 
+def test_three_postgres_workers_share_one_search_through_a_kill(
+    tmp_path: Path, tiny_run: Path, data_dir: Path, postgres_database: str
+) -> None:
+    """Three workers started together on a fresh PostgreSQL database, one killed while scoring
+    (not restarted): the other two finish the search, losing nothing; the study holds exactly
+    the budget, each architecture once, as one process scores them."""
+    extra = [
+        "--strategy=optuna-tpe",
+        "--option=n_startup_trials=4",
+        "--evaluations=24",
+        "--batch=8",
+    ]
+    args = worker_args(postgres_database, tiny_run, data_dir, *extra, "--heartbeat=1")
+    procs = {name: start_worker(name, tmp_path / name, args) for name in ("a", "b", "victim")}
+    claim = freeze_and_kill(procs.pop("victim"), postgres_database, "victim", scored=2)
+    done = complete(postgres_database)
+    before = [t.user_attrs["arch_key"] for t in done if t.user_attrs["worker"] == "victim"]
+    for proc in procs.values():
+        finish(proc)
+    keys = check_kill_survived(postgres_database, "victim", claim, 24, before)
+    assert keys == local_keys(tmp_path, tiny_run, data_dir, *extra)
+
+
+@pytest.mark.parametrize("kind", ["journal", "postgres"])
+def test_the_claim_rule_holds_on_every_storage(kind: str, tmp_path: Path, request: Any) -> None:
+    """Two workers on the other kinds of storage (a journal's log order, PostgreSQL's row locks;
+    SQLite's database lock is the strategies' test above) record what one process would."""
+    url = {
+        "journal": lambda: str(tmp_path / "s.journal"),
+        "postgres": lambda: request.getfixturevalue("postgres_database"),
+    }[kind]()
+    alone = _loop("random", tmp_path / "alone", None, 24)
+    alone.resume()
+    expected = [r["arch_key"] for r in alone.run(progress=False)]
+    workers = [
+        _loop("random", tmp_path / f"w{i}", SharedStudy(url, "s", f"w{i}"), 24) for i in (0, 1)
+    ]
+    errors: list[BaseException] = []
+    threads = [threading.Thread(target=_work, args=(w, errors)) for w in workers]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors
+    assert [r["arch_key"] for r in workers[1].record()] == expected
+    assert sum(w.scored for w in workers) == len(expected)
+
+
 # ------------------------------------------------------------------ what users and Optuna see
 
 
