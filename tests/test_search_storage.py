@@ -15,6 +15,7 @@ from typing import Any
 
 import optuna
 import pytest
+from conftest import TINY_SPACE
 from optuna.storages.journal import JournalFileBackend, JournalStorage
 from optuna.trial import TrialState
 
@@ -444,6 +445,9 @@ def test_storage_mistakes_are_one_clear_message(
     refused(swap(base, "--strategy", "--strategy=evolution"), "strategy is 'random' there")
     refused(swap(base, "--objectives", "--objectives=loss"), "objectives")
     refused([*base, "--evaluations=8"], "evaluations is 4 there, 8 here")
+    narrower = tmp_path / "narrower.yaml"
+    narrower.write_text(TINY_SPACE.replace("embed_dim: [24, 32]", "embed_dim: [32]"))
+    refused([*base, f"--space={narrower}"], "another space")
     optuna.create_study(study_name="plain", storage=sqlite)
     monkeypatch.setattr(storage, "SETTINGS_WAIT_S", 0.5)
     refused(swap(base, "--study", "--study=plain"), "holds no automoe search")
