@@ -65,7 +65,6 @@ from automoe.strategies.optuna_storage import Heartbeat, quiet
 SETTINGS_ATTR = "automoe:settings"
 REFERENCES_ATTR = "automoe:references"
 BEAT_ATTR = "automoe:heartbeat"
-METRIC_NAMES_ATTR = "study:metric_names"  # where Study.set_metric_names keeps them
 FAILED_EVALUATION = "evaluation failed"
 LOST = "lost: another worker claimed this architecture first"
 RELEASED = "released: its worker stopped before scoring it"
@@ -98,7 +97,7 @@ REFERENCE_RTOL = 1e-3  # reference scores and costs agree to this between worker
 
 def shown_url(url: str) -> str:
     """The storage as messages and files show it: a database URL without its password."""
-    if "://" not in url:
+    if is_journal(url):
         return url
     try:
         return make_url(url).render_as_string(hide_password=True)
@@ -306,9 +305,10 @@ class SharedStudy:
         self.study_id = self.storage.get_study_id_from_name(self.name)
         return settings
 
-    def start(self, settings: dict[str, Any]) -> bool:
+    def start(self, settings: dict[str, Any]) -> None:
         """Create the study with `settings`, or join it when they agree with its own; then beat
-        for this worker's claims every `settings["heartbeat"]` seconds. True if it created it.
+        for this worker's claims every `settings["heartbeat"]` seconds, and release the claims
+        a previous run of this worker (its name) left.
 
         Workers may start at the same moment: Optuna lets one create the study, the others
         find it and wait for its settings."""
@@ -324,9 +324,6 @@ class SharedStudy:
             created = False
         if created:
             self.storage.set_study_system_attr(self._id(), SETTINGS_ATTR, settings)
-            self.storage.set_study_system_attr(
-                self._id(), METRIC_NAMES_ATTR, list(settings["objectives"])
-            )
         else:
             problems = differences(self._wait_for_settings(), settings)
             if problems:
@@ -343,8 +340,10 @@ class SharedStudy:
             self.storage = open_storage(self.url, heartbeat)
             self._beat = Heartbeat(self.storage, heartbeat)
         self._study = optuna.load_study(study_name=self.name, storage=self.storage)
+        if created:
+            with quiet():  # experimental in Optuna 5, and what optuna-dashboard reads
+                self._study.set_metric_names(list(settings["objectives"]))
         self.release([e for e in self.entries() if e.live and e.worker == self.worker], RELEASED)
-        return created
 
     def _wait_for_settings(self) -> dict[str, Any]:
         deadline = time.monotonic() + SETTINGS_WAIT_S
