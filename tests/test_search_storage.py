@@ -434,6 +434,10 @@ def test_storage_mistakes_are_one_clear_message(
     refused(swap(base, "--storage", "--storage=nosuchdb://host/db"), "no database called")
     refused(swap(base, "--storage", "--storage=mysql://u@localhost/db"), "no database driver")
     refused(swap(base, "--storage", f"--storage={tmp_path / 'no' / 'j.log'}"), "does not exist")
+    fresh = tmp_path / "fresh.db"
+    missing = swap(base, "--supernet", f"--supernet={tmp_path / 'missing.pt'}")
+    refused(swap(missing, "--storage", f"--storage=sqlite:///{fresh}"), "does not exist")
+    assert not fresh.exists()  # a refused worker creates no storage
     refused([a for a in base if not a.startswith("--study")], "needs --study")
     refused([a for a in base if not a.startswith("--supernet")], "needs --supernet")
     refused([*base, "--latency=measured"], "latency measured")

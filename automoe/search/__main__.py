@@ -43,7 +43,7 @@ from automoe.search.pipeline import PipelineSettings, ensure_predictor, ensure_s
 from automoe.search.results import write_results
 from automoe.search.scoring import METRICS, ArchScorer, ScorerPool, ScoringSettings
 from automoe.search.shared import SharedLoop
-from automoe.search.storage import SharedStudy, shown_url
+from automoe.search.storage import SharedStudy, peek_settings, shown_url
 from automoe.space import ArchConfig, SearchSpace
 from automoe.strategies import Strategy, available, get_strategy
 from automoe.supernet.model import extract
@@ -374,10 +374,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _search(run: Path, args: argparse.Namespace) -> int:
-    shared = None
     if args.storage is not None:
-        shared = SharedStudy(args.storage, args.study, args.worker)
-        settings = _new_settings(run, args, shared.stored_settings())
+        settings = _new_settings(run, args, peek_settings(args.storage, args.study))
     else:
         settings = _resumed_settings(run, args) if args.resume else _new_settings(run, args)
     net, tokenizer = load_model_file(settings["supernet"])
@@ -417,6 +415,7 @@ def _search(run: Path, args: argparse.Namespace) -> int:
     )
     budget = Budget(settings["evaluations"], args.time_limit * 60 if args.time_limit else None)
     common = (strategy, scorer, costs, constraints, settings["objectives"], run, budget)
+    shared = SharedStudy(args.storage, args.study, args.worker) if args.storage else None
     loop = (
         SharedLoop(*common, settings["batch"], study=shared, claims=args.jobs)
         if shared

@@ -117,16 +117,25 @@ def open_storage(url: str, heartbeat: int | None = None, existing: bool = False)
     a journal or SQLite file (a reader's typo must not leave an empty one). Every problem a user
     can cause (no such file or folder, a URL Optuna cannot use, a missing driver, a database that
     does not answer) is an AutomoeError saying so."""
-    local = url if is_journal(url) else _sqlite_file(url)
-    if existing and local is not None and not Path(local).is_file():
-        raise AutomoeError(f"--storage {url}: {local} does not exist")
+    if not _local_file_exists(url) and existing:
+        raise AutomoeError(f"--storage {url}: {_local_file(url)} does not exist")
     if is_journal(url):
         return _journal(url)
     return _rdb(url, heartbeat)
 
 
-def _sqlite_file(url: str) -> str | None:
-    """The file an SQLite URL names (None for another database, or SQLite in memory)."""
+def peek_settings(url: str, name: str) -> dict[str, Any] | None:
+    """The settings of search `name` in storage `url` if it holds one yet; creates nothing, so a
+    worker can take its defaults from the study before its inputs are checked."""
+    if not _local_file_exists(url):
+        return None
+    return SharedStudy(url, name, worker="").stored_settings()
+
+
+def _local_file(url: str) -> str | None:
+    """The file a journal path or an SQLite URL names (None for a database server)."""
+    if is_journal(url):
+        return url
     try:
         parsed = make_url(url)
     except sqlalchemy.exc.ArgumentError:
@@ -134,13 +143,20 @@ def _sqlite_file(url: str) -> str | None:
     return parsed.database if parsed.get_backend_name() == "sqlite" and parsed.database else None
 
 
-def _journal(path: str) -> JournalStorage:
-    folder = Path(path).parent
-    if not folder.is_dir():
+def _local_file_exists(url: str) -> bool:
+    """Whether the storage's file exists (True for a server); its folder must."""
+    local = _local_file(url)
+    if local is None:
+        return True
+    if not Path(local).parent.is_dir():
         raise AutomoeError(
-            f"--storage {path}: folder {folder} does not exist; a journal file needs an existing "
-            "folder (or give a database URL such as sqlite:///search.db)"
+            f"--storage {url}: folder {Path(local).parent} does not exist; create it, or give "
+            "a database URL"
         )
+    return Path(local).is_file()
+
+
+def _journal(path: str) -> JournalStorage:
     try:
         return JournalStorage(JournalFileBackend(path))
     except (OSError, ValueError) as err:
