@@ -2,7 +2,7 @@
 
     python benchmarks/bench_search_workers.py --supernet runs/pipeline/supernet \\
         --predictor runs/pipeline/latency.predictor
-    python benchmarks/bench_search_workers.py --quick     # a tiny SuperNet, toy budget (~3 min)
+    python benchmarks/bench_search_workers.py --quick     # a tiny SuperNet, toy budget (~1 min)
 
 For each worker count N, N `python -m automoe.search --storage sqlite:///... --study ...`
 processes start together on a fresh SQLite file, one thread each, with the same strategy,
