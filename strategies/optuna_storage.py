@@ -15,7 +15,7 @@ import time
 import warnings
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, Protocol
 
 from optuna.exceptions import ExperimentalWarning
 from optuna.storages import BaseStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
@@ -72,15 +72,23 @@ def open_storage(
     return JournalStorage(memory)
 
 
+class Beats(Protocol):
+    """What `Heartbeat` beats through: an `RDBStorage`, or anything recording a trial's beat."""
+
+    def record_heartbeat(self, trial_id: int) -> None: ...
+
+
 class Heartbeat:
     """Refreshes the heartbeat of this worker's running trials from a background thread.
 
     Optuna only beats inside `Study.optimize`; with ask/tell the evaluation happens elsewhere,
     so we beat every pending trial until it is told. The thread ends when nothing is pending
-    and starts again on the next trial.
+    and starts again on the next trial. A beat that fails (the database busy a moment, the
+    trial told meanwhile) is skipped, not fatal: the thread must outlive it, or every later
+    trial of this worker would go stale.
     """
 
-    def __init__(self, storage: RDBStorage, interval: int) -> None:
+    def __init__(self, storage: Beats, interval: int) -> None:
         self._storage = storage
         self._interval = interval
         self._ids: set[int] = set()
@@ -108,4 +116,7 @@ class Heartbeat:
                     self._thread = None
                     return
             for trial_id in ids:
-                self._storage.record_heartbeat(trial_id)
+                try:
+                    self._storage.record_heartbeat(trial_id)
+                except Exception:  # the next beat retries (see the class doc)
+                    continue

@@ -7,6 +7,9 @@ training, a latency dataset measured here, a latency predictor, then the search,
 stage already in `--workdir`. `--space` chooses the space those stages train, measure and
 search (one `--workdir` per space); `--supernet`, `--predictor` and `--data-dir` replace stages.
 Results land in `--run` (evaluations, Pareto front, best architecture, summary).
+With `--storage URL --study NAME` the search lives in an Optuna storage instead, shared by every
+worker that names it (`automoe.search.shared`); the run folder then receives this worker's copy
+of the results.
 Without `--objectives` or `--constraint` the search answers "what is the best model for each
 latency budget" (loss and latency together); with a constraint, "the best model under it".
 """
@@ -22,7 +25,14 @@ import yaml
 from automoe.argtypes import nonnegative_int, positive_float, positive_int
 from automoe.errors import AutomoeError, run_cli
 from automoe.precision import add_precision_option
-from automoe.search.api import DEFAULT_EVALUATIONS, DEFAULT_FRONT, SearchRequest, run_search
+from automoe.search.api import (
+    DEFAULT_BATCH,
+    DEFAULT_EVALUATIONS,
+    DEFAULT_FRONT,
+    DEFAULT_HEARTBEAT,
+    SearchRequest,
+    run_search,
+)
 from automoe.search.results import report_lines
 from automoe.search.scoring import METRICS
 from automoe.strategies import available
@@ -31,7 +41,11 @@ from automoe.strategies import available
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m automoe.search", description=__doc__)
     p.add_argument("--strategy", required=True, help=f"one of: {', '.join(available())}")
-    p.add_argument("--run", help="search run folder (default: runs/search-STRATEGY-sSEED)")
+    p.add_argument(
+        "--run",
+        help="search run folder (default: runs/search-STRATEGY-sSEED; with --storage, "
+        "runs/search-STUDY/WORKER)",
+    )
     p.add_argument("--resume", action="store_true", help="continue the run folder's search")
     p.add_argument("--workdir", default="runs/pipeline", help="where default stages live")
     p.add_argument("--supernet", help="trained SuperNet: run folder or file (skips training)")
@@ -61,7 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"architectures to score (default {DEFAULT_EVALUATIONS}; with --resume, the run's)",
     )
     p.add_argument("--time-limit", type=positive_float, help="minutes of scoring at most")
-    p.add_argument("--batch", type=positive_int, default=25, help="architectures scored per round")
+    p.add_argument(
+        "--batch", type=positive_int, help=f"architectures per round (default {DEFAULT_BATCH})"
+    )
     p.add_argument("--jobs", type=positive_int, default=1, help="scoring worker processes")
     p.add_argument(
         "--valid-size", type=positive_int, default=200, help="validation sentences scored"
@@ -81,6 +97,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--threads", type=positive_int, default=2)
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument(
+        "--storage",
+        metavar="URL",
+        help="keep the search in this Optuna storage, shared by every worker naming it and "
+        "--study: sqlite:///search.db, postgresql://USER@HOST/DB, or a journal file's path",
+    )
+    p.add_argument("--study", help="the search's name in --storage")
+    p.add_argument("--worker", help="this worker's name in the record (default: HOST-PID)")
+    p.add_argument(
+        "--heartbeat",
+        type=positive_int,
+        help=f"seconds between a worker's heartbeats (default {DEFAULT_HEARTBEAT}); others "
+        "retry the architectures of a worker silent for three",
+    )
     return p
 
 
@@ -98,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     request = SearchRequest(
         strategy=args.strategy,
-        run=Path(args.run or f"runs/search-{args.strategy}-s{args.seed}"),
+        run=None if args.run is None else Path(args.run),
         resume=args.resume,
         supernet=args.supernet,
         predictor=args.predictor,
@@ -120,6 +150,10 @@ def main(argv: list[str] | None = None) -> int:
         allow_precision_mismatch=args.allow_precision_mismatch,
         threads=args.threads,
         progress=not args.no_progress,
+        storage=args.storage,
+        study=args.study,
+        worker=args.worker,
+        heartbeat=args.heartbeat,
     )
     print("\n".join(report_lines(run_search(request, "python -m automoe.search"))))
     return 0

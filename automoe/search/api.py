@@ -15,6 +15,8 @@ SuperNet training on Multi30k en-de, a latency dataset measured here and a predi
 from __future__ import annotations
 
 import json
+import os
+import socket
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -38,6 +40,8 @@ from automoe.search.loop import Budget, SearchLoop
 from automoe.search.pipeline import PipelineSettings, ensure_predictor, ensure_supernet
 from automoe.search.results import SearchResult, write_results
 from automoe.search.scoring import METRICS, ArchScorer, ScorerPool, ScoringSettings
+from automoe.search.shared import SharedLoop
+from automoe.search.storage import SharedStudy, peek_settings, shown_url
 from automoe.space import ArchConfig, SearchSpace
 from automoe.strategies import Strategy, get_strategy
 from automoe.supernet.model import extract
@@ -47,7 +51,11 @@ SETTINGS_FILE = "search.json"
 REFERENCE_FILE = "reference.json"
 DEFAULT_EVALUATIONS = 300
 DEFAULT_FRONT = "loss,latency_ms"
+DEFAULT_BATCH = 25
+DEFAULT_HEARTBEAT = 10
 LATENCY_SOURCES = ("predicted", "measured")
+# Options of the Optuna strategies that place their own study: a shared search is its own study.
+STUDY_OPTIONS = ("storage_url", "journal_path", "study_name", "worker_index", "heartbeat_interval")
 
 
 @dataclass(frozen=True)
@@ -57,11 +65,13 @@ class SearchRequest:
     `constraints` are texts such as `latency_ms<=80` (or `Constraint`s); `objectives` is
     `loss` (best under the constraints) or `loss` followed by costs for a Pareto front, default:
     `loss` with a constraint, else `loss,latency_ms`. `evaluations` is the budget (a resumed
-    search keeps its own unless given). `options` go to the strategy's constructor.
+    search keeps its own unless given). `options` go to the strategy's constructor. With
+    `storage` (an Optuna storage URL) and `study`, the search is shared by every worker naming
+    them (`automoe.search.shared`); `run` then defaults to runs/search-STUDY/WORKER.
     """
 
     strategy: str
-    run: Path
+    run: Path | None = None
     resume: bool = False
     supernet: str | None = None
     predictor: str | None = None
@@ -74,7 +84,7 @@ class SearchRequest:
     latency: str = "predicted"
     evaluations: int | None = None
     time_limit_s: float | None = None
-    batch: int = 25
+    batch: int | None = None
     jobs: int = 1
     valid_size: int = 200
     seed: int = 0
@@ -83,13 +93,18 @@ class SearchRequest:
     allow_precision_mismatch: bool = False
     threads: int = 2
     progress: bool = True
+    storage: str | None = None
+    study: str | None = None
+    worker: str | None = None
+    heartbeat: int | None = None
 
     def __post_init__(self) -> None:
         get_strategy(self.strategy)
-        for name in ("batch", "jobs", "valid_size", "threads"):
+        for name in ("jobs", "valid_size", "threads"):
             _check_count(name, getattr(self, name))
-        if self.evaluations is not None:
-            _check_count("evaluations", self.evaluations)
+        for name in ("evaluations", "batch", "heartbeat"):
+            if getattr(self, name) is not None:
+                _check_count(name, getattr(self, name))
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise AutomoeError(f"seed = {self.seed!r} must be a non-negative integer")
         if self.time_limit_s is not None and not self.time_limit_s > 0:
@@ -104,6 +119,56 @@ class SearchRequest:
         for text in self.constraints:
             Constraint.parse(text)
         _objectives(self.objective_text(), self.metric)
+        if self.storage is not None:
+            self._check_shared()
+            worker = self.worker or f"{socket.gethostname()}-{os.getpid()}"
+            object.__setattr__(self, "worker", worker)
+        if self.run is None:
+            shared = f"runs/search-{self.study}/{self.worker}"
+            object.__setattr__(
+                self,
+                "run",
+                Path(shared if self.storage else f"runs/search-{self.strategy}-s{self.seed}"),
+            )
+        object.__setattr__(self, "run", Path(self.run))
+
+    @property
+    def folder(self) -> Path:
+        """The run folder (set by the time the request is built)."""
+        assert self.run is not None
+        return self.run
+
+    def _check_shared(self) -> None:
+        """Refuse, before the storage is opened, what would make the workers of one shared
+        search record different things."""
+        if not self.study:
+            raise AutomoeError("--storage needs --study NAME, the search's name in the storage")
+        if self.latency == "measured":
+            raise AutomoeError(
+                "--storage with --latency measured: each worker would time architectures on its "
+                "own machine, beside the others' scoring; fit a latency predictor and pass "
+                "--predictor"
+            )
+        if self.supernet is None:
+            raise AutomoeError(
+                "--storage needs --supernet (and --predictor): every worker must score with the "
+                "same files, and workers started together would each train the default pipeline; "
+                "build it once with a search without --storage, then pass --supernet "
+                "runs/pipeline/supernet --predictor runs/pipeline/latency.predictor"
+            )
+        objectives = _objectives(self.objective_text(), self.metric)
+        constraints = [Constraint.parse(c) for c in self.constraints]
+        wants_latency = "latency_ms" in objectives or any(
+            c.metric == "latency_ms" for c in constraints
+        )
+        if wants_latency and self.predictor is None:
+            raise AutomoeError("--storage with latency objectives or constraints needs --predictor")
+        placed = sorted(set(self.options) & set(STUDY_OPTIONS))
+        if placed:
+            raise AutomoeError(
+                f"--option {placed[0]}: with --storage the search's study is the shared record and "
+                "every worker rebuilds the strategy from it; drop the option"
+            )
 
     def objective_text(self) -> str:
         """The objectives asked for; else the loss under the constraints; else, with no
@@ -128,7 +193,8 @@ def search(
     """Run (or with `resume=True` continue) one search and return its result.
 
     Other keyword settings are `SearchRequest`'s fields: supernet, predictor, space, data_dir,
-    workdir, metric, latency, time_limit_s, batch, jobs, valid_size, precision, threads, progress.
+    workdir, metric, latency, time_limit_s, batch, jobs, valid_size, precision, threads, progress,
+    and storage, study, worker, heartbeat for a search shared by several workers.
     """
     unknown = sorted(set(settings) - set(SearchRequest.__dataclass_fields__))
     if unknown:
@@ -138,7 +204,7 @@ def search(
         objectives = ",".join(objectives)
     request = SearchRequest(
         strategy=strategy,
-        run=Path(run or f"runs/search-{strategy}-s{seed}"),
+        run=None if run is None else Path(run),
         constraints=tuple(str(c) for c in constraints),
         objectives=objectives,
         evaluations=evaluations,
@@ -155,13 +221,16 @@ def run_search(request: SearchRequest, owner: str = "automoe.search()") -> Searc
     checked, then the loop; the run folder changes only once every input has been used."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # one line per trial drowns the bar
     torch.set_num_threads(request.threads)
-    with locked_folder(request.run, owner):
+    with locked_folder(request.folder, owner):
         return _run(request)
 
 
 def _run(request: SearchRequest) -> SearchResult:
-    run = request.run
-    settings = _resumed_settings(request) if request.resume else _new_settings(request)
+    run = request.folder
+    if request.storage is not None:
+        settings = _new_settings(request, peek_settings(request.storage, request.study))
+    else:
+        settings = _resumed_settings(request) if request.resume else _new_settings(request)
     net, tokenizer = load_model_file(settings["supernet"])
     if not isinstance(net, SuperNet):
         raise AutomoeError(f"{settings['supernet']} is an extracted model; search needs a SuperNet")
@@ -190,21 +259,22 @@ def _run(request: SearchRequest) -> SearchResult:
     pool = ScorerPool(scoring, request.jobs) if request.jobs > 1 else None
     local = None if pool else ArchScorer(scoring)
     scorer = pool.score if pool else (lambda archs: [local(a) for a in archs])  # type: ignore[misc]
-    loop = SearchLoop(
-        get_strategy(settings["strategy"])(
-            space,
-            settings["objectives"],
-            seed=settings["seed"],
-            is_feasible=None,
-            **settings["options"],
-        ),
-        scorer,
-        costs,
-        constraints,
+    strategy = get_strategy(settings["strategy"])(
+        space,
         settings["objectives"],
-        run,
-        Budget(settings["evaluations"], request.time_limit_s),
-        request.batch,
+        seed=settings["seed"],
+        is_feasible=None,
+        **settings["options"],
+    )
+    budget = Budget(settings["evaluations"], request.time_limit_s)
+    common = (strategy, scorer, costs, constraints, settings["objectives"], run, budget)
+    shared = (
+        SharedStudy(request.storage, request.study, request.worker) if request.storage else None
+    )
+    loop = (
+        SharedLoop(*common, settings["batch"], study=shared, claims=request.jobs)
+        if shared
+        else SearchLoop(*common, request.batch or DEFAULT_BATCH)
     )
     if constraints:
         loop.strategy.is_feasible = loop.is_feasible
@@ -212,6 +282,12 @@ def _run(request: SearchRequest) -> SearchResult:
         loop.resume()  # also checks the strategy's options
         reference_path = run / REFERENCE_FILE
         references = None if reference_path.exists() else _references(net, scorer, costs)
+        if shared:
+            settings["searched_space"] = space.to_dict()
+            shared.start(settings)
+            references = references or json.loads(reference_path.read_text())
+            shared.check_references(references)
+        # Every input has now been used once: only from here on does the run folder change.
         write_text_atomic(run / SETTINGS_FILE, json.dumps(settings, indent=2) + "\n")
         if references is not None:
             write_text_atomic(reference_path, json.dumps(references, indent=2) + "\n")
@@ -221,7 +297,15 @@ def _run(request: SearchRequest) -> SearchResult:
     finally:
         if pool:
             pool.close()
+    if isinstance(loop, SharedLoop):
+        loop.rows = loop.record()  # the whole shared record, this worker's share within it
+        loop.log.rewrite(loop.rows)
     write_results(loop, run, settings, wall)
+    if isinstance(loop, SharedLoop) and shared is not None:
+        print(
+            f"{request.worker} scored {loop.scored} of them; the search is in {shared.shown} "
+            f"as study {request.study!r}"
+        )
     return SearchResult.load(run)
 
 
@@ -252,16 +336,20 @@ def _strategy_options(
     return dict(options)
 
 
-def _new_settings(request: SearchRequest) -> dict[str, Any]:
-    """Settings of a new search, every argument checked before any pipeline stage runs."""
-    run = request.run
-    if (run / SETTINGS_FILE).exists() or (run / "evaluations.jsonl").exists():
+def _new_settings(request: SearchRequest, stored: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Settings of a new search, every argument checked before any pipeline stage runs; for a
+    worker of a shared search, its settings, taking what it leaves out from `stored` (the
+    study's, when the study exists)."""
+    run = request.folder
+    shared = request.storage is not None
+    stored = stored or {}
+    if not shared and ((run / SETTINGS_FILE).exists() or (run / "evaluations.jsonl").exists()):
         raise AutomoeError(
             f"{run} already holds a search; resume it (--resume) or choose another run folder"
         )
     constraints = [Constraint.parse(c) for c in request.constraints]
     objectives = _objectives(request.objective_text(), request.metric)
-    evaluations = request.evaluations or DEFAULT_EVALUATIONS
+    evaluations = request.evaluations or stored.get("evaluations") or DEFAULT_EVALUATIONS
     strategy = get_strategy(request.strategy)
     options = _strategy_options(strategy, request.options, evaluations)
     precision = resolve_precision(request.precision)
@@ -294,14 +382,26 @@ def _new_settings(request: SearchRequest) -> dict[str, Any]:
         "valid_size": request.valid_size,
         "precision": request.precision,
         "precision_used": precision.record(),
+        **(
+            {
+                "storage": shown_url(request.storage),
+                "study": request.study,
+                "worker": request.worker,
+                "batch": request.batch or stored.get("batch") or DEFAULT_BATCH,
+                "heartbeat": request.heartbeat or stored.get("heartbeat") or DEFAULT_HEARTBEAT,
+                "scoring_precision": precision.name,
+            }
+            if shared
+            else {}
+        ),
     }
 
 
 def _resumed_settings(request: SearchRequest) -> dict[str, Any]:
     """The run's own settings; `evaluations` may move its budget (written once it runs)."""
-    path = request.run / SETTINGS_FILE
+    path = request.folder / SETTINGS_FILE
     if not path.is_file():
-        raise AutomoeError(f"{request.run} holds no search to resume (no {SETTINGS_FILE})")
+        raise AutomoeError(f"{request.folder} holds no search to resume (no {SETTINGS_FILE})")
     try:
         settings = json.loads(path.read_text())
     except json.JSONDecodeError as err:

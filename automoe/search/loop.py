@@ -68,12 +68,13 @@ class Budget:
         return self.seconds is not None and elapsed >= self.seconds
 
 
-def evaluation_log(folder: Path) -> RecordLog:
-    """Every evaluation of a run, the architecture as one JSON cell in the CSV."""
+def evaluation_log(folder: Path, extra: Sequence[str] = ()) -> RecordLog:
+    """Every evaluation of a run, the architecture as one JSON cell in the CSV; `extra` columns
+    follow (a shared search's `worker`)."""
     return RecordLog(
         folder,
         "evaluations",
-        EVALUATION_COLUMNS,
+        [*EVALUATION_COLUMNS, *extra],
         lambda row: {**row, "arch": json.dumps(row["arch"], separators=(",", ":"))},
     )
 
@@ -144,6 +145,9 @@ class SearchLoop:
         ]
         violations = [self.violations(a) if self.constraints else None for a in archs]
         self.strategy.tell(archs, values, violations)
+        self._save_state()
+
+    def _save_state(self) -> None:
         write_text_atomic(self.state_path, json.dumps(self.strategy.state_dict()))
 
     def _value_keys(self) -> list[str]:
