@@ -174,6 +174,42 @@ def test_resume_after_kill_equals_uninterrupted_run(
     assert len(lines) == steps
 
 
+def test_sigterm_pauses_at_an_update_with_a_checkpoint_and_resumes_exactly(
+    tmp_path: Path, tiny_space_file: Path, data_dir: Path
+) -> None:
+    """A SIGTERM (preemption, `kill`, a scheduler's stop) ends the run after the current update
+    with a checkpoint of that update, not of the last periodic one: nothing trained is lost."""
+    full, stopped = tmp_path / "full", tmp_path / "stopped"
+    steps = 14
+    flags = {"checkpoint-every": 100}  # only the pause itself can checkpoint mid-run
+    assert train_main(tiny_args(full, tiny_space_file, data_dir, steps=steps, **flags)) == 0
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    cmd = [
+        sys.executable,
+        "-m",
+        "automoe.train",
+        *tiny_args(stopped, tiny_space_file, data_dir, steps, **flags),
+    ]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    metrics = stopped / "metrics.jsonl"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        if metrics.exists() and len(metrics.read_text().splitlines()) >= 4:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "training ended before it could be stopped"
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    done = len(metrics.read_text().splitlines())
+    assert 4 <= done < steps
+    assert f"paused at step {done}" in out
+    checkpoint = torch.load(stopped / "checkpoint.pt", map_location="cpu", weights_only=True)
+    assert checkpoint["step"] == done
+    assert train_main([f"--run={stopped}", "--resume", "--no-progress"]) == 0
+    _assert_same_weights(full, stopped)
+
+
 def test_cli_errors_are_one_clear_message(
     tmp_path: Path, tiny_space_file: Path, data_dir: Path
 ) -> None:

@@ -11,9 +11,12 @@ file costs only the steps since the previous checkpoint, never the run.
 
 from __future__ import annotations
 
+import contextlib
 import math
+import signal
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -245,11 +248,13 @@ class Trainer:
     ) -> dict[str, Any]:
         """Run to `max_steps`, logging, validating and checkpointing on the way.
 
-        `stop_at` (a step) and `time_limit` (seconds) pause early with a checkpoint, keeping
-        the schedule of the full run, so a run can be split across sessions. With several
-        processes all stop at the same update (the first to reach its time limit stops them
-        all); only rank 0 validates (the others wait for it at the next update), shows
-        progress, logs and checkpoints, and only its return value carries the metrics.
+        `stop_at` (a step), `time_limit` (seconds) and a SIGTERM (a scheduler's preemption, a
+        `kill`) pause early with a checkpoint at the end of the current update, keeping the
+        schedule of the full run, so a run can be split across sessions and a stopped one loses
+        nothing. With several processes all stop at the same update (the first to reach its
+        time limit or get the signal stops them all); only rank 0 validates (the others wait for
+        it at the next update), shows progress, logs and checkpoints, and only its return value
+        carries the metrics.
         """
         s, main = self.settings, self.world.is_main
         end = min(s.max_steps, stop_at or s.max_steps)
@@ -268,8 +273,10 @@ class Trainer:
         )
         self.world.wait_for_all()
         window_tokens, window_start = 0, time.perf_counter()
-        try:
-            while self.step < end and not self.world.any(time.monotonic() >= deadline):
+        with _terminate_request() as terminated, bar:
+            while self.step < end and not self.world.any(
+                time.monotonic() >= deadline or terminated.is_set()
+            ):
                 started = time.perf_counter()
                 row = self.train_step()
                 self.elapsed += time.perf_counter() - started
@@ -298,8 +305,6 @@ class Trainer:
                 last = row
             if main and self.step < end:
                 self.save_checkpoint()
-        finally:
-            bar.close()
         return last
 
     def state_dict(self) -> dict[str, Any]:
@@ -443,3 +448,19 @@ def _plain(value: Any) -> Any:
 
 def metrics_log(run_dir: Path) -> RecordLog:
     return RecordLog(run_dir, "metrics", METRIC_FIELDS)
+
+
+@contextlib.contextmanager
+def _terminate_request() -> Iterator[threading.Event]:
+    """An event set by SIGTERM while training runs, so the loop can end at an update boundary
+    with a checkpoint instead of dying mid-update; the previous handler comes back after. Off
+    the main thread (where Python cannot take signals) the event is simply never set."""
+    event = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield event
+        return
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: event.set())
+    try:
+        yield event
+    finally:
+        signal.signal(signal.SIGTERM, previous)
