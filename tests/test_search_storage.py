@@ -226,13 +226,16 @@ def local_keys(tmp_path: Path, tiny_run: Path, data_dir: Path, *extra: str) -> l
     return [json.loads(line)["arch_key"] for line in (run / "evaluations.jsonl").open()]
 
 
+# Kill tests: budgets large enough that the victim, slowed by a loaded machine, still holds a
+# claim after its first results before the others have spent the whole budget.
+KILL_BUDGET = 40
 EVOLUTION = [
     "--strategy=evolution",
     "--option=population=8",
     "--option=parents=3",
     "--option=mutations=3",
     "--option=crossovers=2",
-    "--evaluations=24",
+    f"--evaluations={KILL_BUDGET}",
     "--batch=8",
 ]
 
@@ -281,7 +284,10 @@ def freeze_and_kill(proc: subprocess.Popen[str], url: str, worker: str, scored: 
                 return held[0]._trial_id
             os.kill(proc.pid, signal.SIGCONT)
         time.sleep(0.01)
-    raise AssertionError(f"{worker} never held a claim after scoring {scored}")
+    states = Counter(t.state.name for t in found.get_trials(deepcopy=False)) if found else {}
+    raise AssertionError(
+        f"{worker} never held a claim after scoring {scored}; the study holds {dict(states)}"
+    )
 
 
 def check_kill_survived(
@@ -315,17 +321,20 @@ def test_sqlite_workers_started_together_share_one_search_through_a_kill(
     args = worker_args(url, tiny_run, data_dir, *EVOLUTION, "--heartbeat=1")
     survivor = start_worker("survivor", tmp_path / "survivor", args)
     victim = start_worker("victim", tmp_path / "victim", args)
-    claim = freeze_and_kill(victim, url, "victim", scored=2)
+    claim = freeze_and_kill(victim, url, "victim", scored=1)
     before = [t.user_attrs["arch_key"] for t in complete(url) if t.user_attrs["worker"] == "victim"]
     restarted = start_worker("victim", tmp_path / "victim", args)
     for proc in (survivor, restarted):
         finish(proc)
-    keys = check_kill_survived(url, "victim", claim, 24, before)
+    keys = check_kill_survived(url, "victim", claim, KILL_BUDGET, before)
     assert keys == local_keys(tmp_path, tiny_run, data_dir, *EVOLUTION)
     for worker in ("survivor", "victim"):
         rows = [json.loads(line) for line in (tmp_path / worker / "evaluations.jsonl").open()]
         assert [r["arch_key"] for r in rows] == keys
-        assert json.loads((tmp_path / worker / "summary.json").read_text())["evaluations"] == 24
+        assert (
+            json.loads((tmp_path / worker / "summary.json").read_text())["evaluations"]
+            == KILL_BUDGET
+        )
 
 
 def test_three_postgres_workers_share_one_search_through_a_kill(
@@ -337,17 +346,17 @@ def test_three_postgres_workers_share_one_search_through_a_kill(
     extra = [
         "--strategy=optuna-tpe",
         "--option=n_startup_trials=4",
-        "--evaluations=24",
+        f"--evaluations={KILL_BUDGET}",
         "--batch=8",
     ]
     args = worker_args(postgres_database, tiny_run, data_dir, *extra, "--heartbeat=1")
     procs = {name: start_worker(name, tmp_path / name, args) for name in ("a", "b", "victim")}
-    claim = freeze_and_kill(procs.pop("victim"), postgres_database, "victim", scored=2)
+    claim = freeze_and_kill(procs.pop("victim"), postgres_database, "victim", scored=1)
     done = complete(postgres_database)
     before = [t.user_attrs["arch_key"] for t in done if t.user_attrs["worker"] == "victim"]
     for proc in procs.values():
         finish(proc)
-    keys = check_kill_survived(postgres_database, "victim", claim, 24, before)
+    keys = check_kill_survived(postgres_database, "victim", claim, KILL_BUDGET, before)
     assert keys == local_keys(tmp_path, tiny_run, data_dir, *extra)
 
 

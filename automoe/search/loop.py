@@ -172,19 +172,14 @@ class SearchLoop:
         }
 
     def run(self, progress: bool = True) -> list[dict[str, Any]]:
-        known = {row["arch_key"]: row for row in self.rows}
-        bar = tqdm(
-            total=self.budget.evaluations,
-            initial=len(self.rows),
-            disable=not progress,
-            unit="arch",
-            desc=f"search ({self.strategy.name})",
-        )
+        """Ask a round, settle it (score what is new), tell; until the budget, the time limit
+        or the strategy is spent."""
+        bar = self._progress_bar(progress)
         try:
             while True:
-                left = self.budget.left(len(self.rows), self.elapsed)
+                left = self.budget.left(len(self.rows), self._clock())
                 if left <= 0:
-                    timed_out = self.budget.out_of_time(self.elapsed)
+                    timed_out = self.budget.out_of_time(self._clock())
                     self.stopped = "time limit" if timed_out else "evaluations"
                     break
                 asked = time.perf_counter()
@@ -193,24 +188,51 @@ class SearchLoop:
                     self.stopped = "strategy"
                     break
                 self.ask_s = (time.perf_counter() - asked) / len(archs)
-                new = [a for a in archs if a.key() not in known]
-                started = time.perf_counter()
-                scores = self.scorer(new) if new else []
-                seconds = (time.perf_counter() - started) / max(len(new), 1)
-                self.elapsed += time.perf_counter() - started
-                for arch, score in zip(new, scores, strict=True):
-                    row = self._row(arch, score, seconds)
-                    self.rows.append(row)
-                    self.log.append(row)
-                    known[arch.key()] = row
-                bar.update(len(new))
-                self._tell(archs, [known[a.key()] for a in archs])
+                rows = self._settle(archs, bar)
+                if rows is None:
+                    self.stopped = "time limit"
+                    break
+                self._tell(archs, rows)
                 best = self.best()
                 if best is not None:
                     bar.set_postfix(best=f"{best['objective']:.4f}", refresh=False)
         finally:
             bar.close()
+            self._ended()
         return self.rows
+
+    def _progress_bar(self, progress: bool) -> tqdm:
+        return tqdm(
+            total=self.budget.evaluations,
+            initial=len(self.rows),
+            disable=not progress,
+            unit="arch",
+            desc=f"search ({self.strategy.name})",
+        )
+
+    def _clock(self) -> float:
+        """Seconds counted against the time limit: scoring time, summed over resumes."""
+        return self.elapsed
+
+    def _settle(self, archs: list[ArchConfig], bar: tqdm) -> list[dict[str, Any]] | None:
+        """The round's rows, in the order asked: architectures of the record are not scored
+        again, new ones are scored, recorded and logged at once."""
+        known = {row["arch_key"]: row for row in self.rows}
+        new = [a for a in archs if a.key() not in known]
+        started = time.perf_counter()
+        scores = self.scorer(new) if new else []
+        seconds = (time.perf_counter() - started) / max(len(new), 1)
+        self.elapsed += time.perf_counter() - started
+        for arch, score in zip(new, scores, strict=True):
+            row = self._row(arch, score, seconds)
+            self.rows.append(row)
+            self.log.append(row)
+            known[arch.key()] = row
+        bar.update(len(new))
+        return [known[a.key()] for a in archs]
+
+    def _ended(self) -> None:
+        """Called once `run` ends, however it ends."""
 
     def best(self) -> dict[str, Any] | None:
         feasible = [r for r in self.rows if r["feasible"]]

@@ -70,38 +70,18 @@ class SharedLoop(SearchLoop):
         """Work on the shared search until its budget or strategy is spent (or this worker's
         time limit); claims left unscored by an error or an interrupt are released."""
         self._started = time.perf_counter()
-        bar = tqdm(
+        return super().run(progress)
+
+    def _progress_bar(self, progress: bool) -> tqdm:
+        return tqdm(
             total=self.budget.evaluations,
             disable=not progress,
             unit="arch",
             desc=f"search ({self.strategy.name}, {self.study.worker})",
         )
-        try:
-            while True:
-                left = self.budget.left(len(self.rows), self._clock())
-                if left <= 0:
-                    timed_out = self.budget.out_of_time(self._clock())
-                    self.stopped = "time limit" if timed_out else "evaluations"
-                    break
-                asked = time.perf_counter()
-                archs = self.strategy.ask(min(self.batch_size, left))
-                if not archs:
-                    self.stopped = "strategy"
-                    break
-                self.ask_s = (time.perf_counter() - asked) / len(archs)
-                rows = self._settle(archs, bar)
-                if rows is None:
-                    self.stopped = "time limit"
-                    break
-                self.rows += rows
-                self._tell(archs, rows)
-                best = self.best()
-                if best is not None:
-                    bar.set_postfix(best=f"{best['objective']:.4f}", refresh=False)
-        finally:
-            bar.close()
-            self.study.release(self._claimed, RELEASED)
-        return self.rows
+
+    def _ended(self) -> None:
+        self.study.release(self._claimed, RELEASED)
 
     def _settle(self, archs: list[ArchConfig], bar: tqdm) -> list[dict[str, Any]] | None:
         """The round's rows once every member has a result, scoring free members meanwhile;
@@ -115,7 +95,9 @@ class SharedLoop(SearchLoop):
             bar.n = sum(e.told for e in entries)
             bar.refresh()
             if len(told) == len(archs):
-                return [told[arch.key()].row() for arch in archs]
+                rows = [told[arch.key()].row() for arch in archs]
+                self.rows += rows
+                return rows
             if self.budget.out_of_time(self._clock()):
                 return None
             live = {e.key for e in entries if e.live}
