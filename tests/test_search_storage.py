@@ -91,6 +91,17 @@ def _work(loop: SearchLoop, errors: list[BaseException]) -> None:
         errors.append(err)
 
 
+def _work_together(loops: list[SearchLoop]) -> None:
+    """Run the loops at the same time, one thread each; an error in any fails the test."""
+    errors: list[BaseException] = []
+    threads = [threading.Thread(target=_work, args=(loop, errors)) for loop in loops]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors
+
+
 def test_every_built_in_strategy_is_registered() -> None:
     assert set(BUILT_IN) <= set(available())
 
@@ -107,13 +118,7 @@ def test_two_workers_record_what_one_process_would(strategy: str, tmp_path: Path
     workers = [
         _loop(strategy, tmp_path / f"w{i}", SharedStudy(url, "s", f"w{i}"), 24) for i in (0, 1)
     ]
-    errors: list[BaseException] = []
-    threads = [threading.Thread(target=_work, args=(w, errors)) for w in workers]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert not errors
+    _work_together(workers)
     record = workers[0].record()
     assert [r["arch_key"] for r in record] == expected
     assert [r["index"] for r in record] == list(range(len(expected)))
@@ -374,13 +379,7 @@ def test_the_claim_rule_holds_on_every_storage(kind: str, tmp_path: Path, reques
     workers = [
         _loop("random", tmp_path / f"w{i}", SharedStudy(url, "s", f"w{i}"), 24) for i in (0, 1)
     ]
-    errors: list[BaseException] = []
-    threads = [threading.Thread(target=_work, args=(w, errors)) for w in workers]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert not errors
+    _work_together(workers)
     assert [r["arch_key"] for r in workers[1].record()] == expected
     assert sum(w.scored for w in workers) == len(expected)
 
