@@ -38,8 +38,9 @@ from common import RESULTS, machine_info
 from multi30k import report
 from multi30k.plan import Inputs, Plan, supernet_ready
 from multi30k.results import Collector
-from multi30k.settings import Layout, fix_settings, sizes_for
-from multi30k.stages import Scheduler, StageTimes
+from multi30k.settings import Layout, sizes_for
+from staged.settings import fix_settings
+from staged.stages import Scheduler, StageTimes
 
 from automoe.argtypes import positive_float, positive_int
 from automoe.data.registry import resolve_dataset_dir
@@ -150,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     with locked_folder(work, "bench_multi30k.py"):  # two would train into the same runs
         fix_settings(
-            layout,
+            layout.work,
             {
                 "space": SearchSpace.load(args.space).to_dict(),
                 "supernet": None if args.supernet is None else str(args.supernet.resolve()),

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -18,10 +17,9 @@ import bench_multi30k  # noqa: E402
 from multi30k import archs, model_stages, results, search_stages  # noqa: E402
 from multi30k.plan import Inputs, Plan  # noqa: E402
 from multi30k.rows import ROWS, SEARCHED  # noqa: E402
-from multi30k.settings import QUICK, Layout, fix_settings  # noqa: E402
-from multi30k.stages import ALL, Scheduler, Stage, StageTimes  # noqa: E402
+from multi30k.settings import QUICK, Layout  # noqa: E402
 
-from automoe.errors import AutomoeError, run_cli  # noqa: E402
+from automoe.errors import run_cli  # noqa: E402
 from automoe.space import ArchConfig, SearchSpace  # noqa: E402
 
 
@@ -98,88 +96,6 @@ def test_inputs_that_cannot_work_are_refused_before_anything_is_written(
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
     assert not work.exists()
-
-
-def test_other_sizes_on_an_old_work_folder_are_refused(tmp_path: Path) -> None:
-    layout = Layout(tmp_path, tmp_path / "results")
-    fix_settings(layout, {"sizes": {"final_steps": 3000}})
-    fix_settings(layout, {"sizes": {"final_steps": 3000}})
-    with pytest.raises(AutomoeError, match="started with other settings"):
-        fix_settings(layout, {"sizes": {"final_steps": 20}})
-
-
-FAKE_JOB = """\
-import sys, time
-from pathlib import Path
-name, out, trace, sleep = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3]), float(sys.argv[4])
-with trace.open("a") as f:
-    f.write(f"start {name}\\n")
-time.sleep(sleep)
-with trace.open("a") as f:
-    f.write(f"end {name}\\n")
-out.write_text(" ".join(sys.argv[5:]))
-"""
-
-
-@pytest.fixture
-def fake_job(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A module `fakejob NAME OUT TRACE SECONDS ARGS...` that logs its start and end."""
-    (tmp_path / "fakejob.py").write_text(FAKE_JOB)
-    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
-    return tmp_path / "trace.txt"
-
-
-def _job(tmp: Path, trace: Path, name: str, sleep: float = 0.0, **kw: object) -> Stage:
-    out = tmp / f"{name}.out"
-    command = ("fakejob", name, str(out), str(trace), str(sleep))
-    return Stage(name, out, command=command, **kw)  # type: ignore[arg-type]
-
-
-def _scheduler(tmp: Path, cores: int = 2, deadline: float | None = None) -> Scheduler:
-    return Scheduler(cores, tmp / "logs", StageTimes(tmp / "times.json"), deadline, 0.01, 0.0)
-
-
-def test_a_stage_needing_every_core_runs_alone_and_later_stages_wait_for_it(
-    tmp_path: Path, fake_job: Path
-) -> None:
-    plan = [
-        _job(tmp_path, fake_job, "long", 1.0),
-        _job(tmp_path, fake_job, "timing", slots=ALL),
-        _job(tmp_path, fake_job, "other"),
-        _job(tmp_path, fake_job, "after", deps=("other",)),
-    ]
-    outcome = _scheduler(tmp_path).run(lambda: plan)
-    assert sorted(outcome.done) == ["after", "long", "other", "timing"]
-    trace = fake_job.read_text().split("\n")
-    assert trace[:4] == ["start long", "end long", "start timing", "end timing"]
-    assert trace.index("end other") < trace.index("start after")
-    assert _scheduler(tmp_path).run(lambda: plan).done == []  # done stages are skipped
-
-
-def test_time_limit_stops_a_running_stage_and_starts_none_that_cannot_fit(
-    tmp_path: Path, fake_job: Path
-) -> None:
-    def argv(minutes: float | None) -> list[str]:
-        return ["slow", str(tmp_path / "slow.out"), str(fake_job), "60", f"--time-limit={minutes}"]
-
-    slow = _job(tmp_path, fake_job, "slow", checkpoints=True, argv=argv)
-    big = _job(tmp_path, fake_job, "big", minutes=30.0)
-    outcome = _scheduler(tmp_path, deadline=time.monotonic() + 3).run(lambda: [slow, big])
-    assert outcome.paused == ["slow"] and not slow.done()
-    assert "needs 30.0 min" in outcome.waiting["big"]
-    assert fake_job.read_text() == "start slow\n"  # stopped mid-run; big never started
-    told = (tmp_path / "logs" / "slow.log").read_text().split("--time-limit=")[1].split()[0]
-    assert 0 < float(told) <= 0.05  # the minutes that were left
-    times = json.loads((tmp_path / "times.json").read_text())
-    assert times["slow"]["starts"] == 1 and "finished" not in times["slow"]
-
-
-def test_a_failed_stage_is_reported_and_the_others_go_on(tmp_path: Path, fake_job: Path) -> None:
-    broken = Stage("broken", tmp_path / "never", command=("fakejob",))  # missing arguments
-    fine = _job(tmp_path, fake_job, "fine")
-    outcome = _scheduler(tmp_path).run(lambda: [broken, fine])
-    assert "exit status" in outcome.failed["broken"]
-    assert outcome.done == ["fine"]
 
 
 def test_baselines_fit_the_multi30k_space() -> None:

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from staged.archs import arch_yaml, dense_arch
 
 from automoe.files import write_text_atomic
 from automoe.predictors import CostPredictor
@@ -28,16 +29,6 @@ from automoe.space import ArchConfig, SearchSpace
 
 SWITCH_EXPERTS = 4
 SAMPLES = 1000  # architectures drawn to estimate the share of a space under a bound
-
-
-def dense_arch(space: SearchSpace) -> ArchConfig:
-    """The largest architecture with one expert of the widest FFN in every layer."""
-    largest = space.largest().to_dict()
-    for side in ("encoder", "decoder"):
-        widths = largest[f"{side}_ffn_dims"]
-        largest[f"{side}_ffn_dims"] = [[max(layer)] for layer in widths]
-        largest[f"{side}_top_k"] = [1] * len(widths)
-    return ArchConfig.from_dict(largest)
 
 
 def switch_arch(space: SearchSpace) -> ArchConfig:
@@ -59,10 +50,6 @@ def dense_space(space: SearchSpace) -> dict[str, Any]:
     for side in ("encoder", "decoder"):
         data[side]["experts"] = [1]
     return data
-
-
-def arch_yaml(arch: ArchConfig) -> str:
-    return yaml.safe_dump(arch.to_dict(), sort_keys=False, default_flow_style=None)
 
 
 def write_baselines(space: SearchSpace, dense: Path, switch: Path, hat_space: Path) -> None:

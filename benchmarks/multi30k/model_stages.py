@@ -3,44 +3,17 @@ fine-tuned), its evaluation, the SuperNet-as-estimator evaluations and the timin
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING
 
-from automoe.files import previous_path
-from automoe.runs import CHECKPOINT_FILE, MODEL_FILE, SUPERNET_FILE
+from staged.stages import ALL, Stage
+from staged.training import resumable_training
+
+from automoe.runs import MODEL_FILE, SUPERNET_FILE
 from multi30k import timing
 from multi30k.rows import BASELINES, FRONT_PREFIX, LARGEST
-from multi30k.stages import ALL, Stage
 
 if TYPE_CHECKING:
     from multi30k.plan import Plan
-
-
-def resumable_training(
-    plan: Plan,
-    name: str,
-    command: tuple[str, ...],
-    final: str,
-    deps: tuple[str, ...] = (),
-    slots: int = 1,
-    threads: int = 1,
-) -> Stage:
-    """A training that continues its run folder's checkpoint when it has one, and is told
-    the minutes left (`--time-limit`: it pauses with a checkpoint)."""
-    run = Path(next(a for a in command if a.startswith("--run=")).removeprefix("--run="))
-
-    def argv(left: float | None) -> list[str]:
-        checkpoint = run / CHECKPOINT_FILE
-        if checkpoint.exists() or previous_path(checkpoint).exists():
-            args = [f"--run={run}", "--resume", f"--threads={threads}", "--no-progress"]
-            args += plan.common_flags()
-        else:
-            args = list(command[1:])
-        return args + ([f"--time-limit={left:.2f}"] if left is not None else [])
-
-    return Stage(
-        name, run / final, deps, command, argv, slots=slots, threads=threads, checkpoints=True
-    )
 
 
 def supernet_training(plan: Plan) -> Stage:
@@ -61,7 +34,9 @@ def supernet_training(plan: Plan) -> Stage:
         "--no-progress",
         *plan.common_flags(),
     )
-    return resumable_training(plan, "supernet", command, SUPERNET_FILE, slots=ALL, threads=jobs)
+    return resumable_training(
+        "supernet", command, SUPERNET_FILE, plan.common_flags(), slots=ALL, threads=jobs
+    )
 
 
 def arch_deps(key: str) -> tuple[str, ...]:
@@ -107,7 +82,7 @@ def training(plan: Plan, key: str, seed: int, finetune: bool = False) -> Stage:
         *plan.common_flags(),
     )
     deps = arch_deps(key) + (("supernet",) if finetune else ())
-    return resumable_training(plan, f"train {name}", command, MODEL_FILE, deps)
+    return resumable_training(f"train {name}", command, MODEL_FILE, plan.common_flags(), deps)
 
 
 def _test_flags(plan: Plan) -> list[str]:

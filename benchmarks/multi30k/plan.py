@@ -13,12 +13,13 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from staged.stages import Stage
+
 from automoe.runs import RUN_FILE, SUPERNET_FILE, read_run_file
 from automoe.space import SearchSpace
 from multi30k import archs, model_stages, search_stages
 from multi30k.rows import BASELINES, FINETUNED, FRONT_PREFIX, LARGEST, ROWS, SEARCHED
 from multi30k.settings import Layout, Sizes
-from multi30k.stages import Stage
 
 
 @dataclass(frozen=True)

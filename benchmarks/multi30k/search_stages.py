@@ -7,11 +7,12 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from staged.stages import ALL, Stage
+
 from automoe.space import SearchSpace
 from multi30k import archs
 from multi30k.rows import FRONT_OF, ROWS, SEARCHED, Row
 from multi30k.settings import FRACTIONS
-from multi30k.stages import ALL, Stage
 
 if TYPE_CHECKING:
     from multi30k.plan import Plan

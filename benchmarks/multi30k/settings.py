@@ -1,19 +1,13 @@
 """Sizes of the benchmark (the full run or `--quick`) and where each stage writes.
 
-A work folder is fixed to the settings it was started with (`settings.json`): reusing a
-finished stage under other settings would mix two experiments, so a later invocation with
-other sizes is refused before anything runs.
+A work folder is fixed to the settings it was started with (`staged.settings`).
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
-
-from automoe.errors import AutomoeError
-from automoe.files import write_text_atomic
 
 # Sizes that only decide when stages start and stop, not what they compute.
 SCHEDULING = (
@@ -197,25 +191,3 @@ class Layout:
     @property
     def stage_times(self) -> Path:
         return self.work / "stage_times.json"
-
-    @property
-    def settings(self) -> Path:
-        return self.work / "settings.json"
-
-
-def fix_settings(layout: Layout, settings: dict[str, Any]) -> None:
-    """Record the settings of a new work folder; refuse other settings for an old one."""
-    path = layout.settings
-    if path.is_file():
-        saved = json.loads(path.read_text())
-        differs = sorted(k for k in set(saved) | set(settings) if saved.get(k) != settings.get(k))
-        if differs:
-            shown = "; ".join(
-                f"{k}: {saved.get(k)!r} there, {settings.get(k)!r} now" for k in differs
-            )
-            raise AutomoeError(
-                f"{layout.work} was started with other settings ({shown}); rerun with the same "
-                "options or choose another --work folder"
-            )
-        return
-    write_text_atomic(path, json.dumps(settings, indent=2) + "\n")
