@@ -8,12 +8,12 @@ from pathlib import Path
 from typing import Any
 
 from common import machine_markdown, markdown_table
+from staged.records import training_record
 from staged.stages import Outcome, StageTimes
 
 from automoe.files import write_text_atomic
 from multi30k import figures
 from multi30k.plan import Plan
-from multi30k.results import training_record
 from multi30k.rows import FINETUNED, LARGEST, ROWS
 
 PENDING = "pending"

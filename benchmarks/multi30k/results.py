@@ -7,12 +7,12 @@ active parameters per token (`automoe.cost.count_params`).
 
 from __future__ import annotations
 
-import json
 import statistics
 from pathlib import Path
 from typing import Any
 
 from scipy.stats import kendalltau
+from staged.records import read_json, seed_stats, training_record
 
 from automoe.cost import count_params
 from automoe.runs import RUN_FILE, read_run_file
@@ -27,40 +27,9 @@ FLOPS_TARGET = 1 / 3
 LARGEST_TARGET = 30.0
 
 
-def _json(path: Path) -> Any:
-    return json.loads(path.read_text()) if path.is_file() else None
-
-
-def _stats(values: list[float]) -> dict[str, Any] | None:
-    if not values:
-        return None
-    return {
-        "mean": statistics.mean(values),
-        "min": min(values),
-        "max": max(values),
-        "spread": max(values) - min(values),
-        "values": values,
-    }
-
-
 def _score(path: Path) -> dict[str, Any] | None:
-    data = _json(path)
+    data = read_json(path)
     return None if data is None else data["results"][0]
-
-
-def training_record(run: Path) -> dict[str, Any] | None:
-    """Updates, training seconds and (estimated) target tokens of a finished training."""
-    path = run / "metrics.jsonl"
-    if not (run / "model.pt").is_file() or not path.is_file():
-        return None
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    last = rows[-1]
-    per_update = statistics.mean(r["tokens"] for r in rows)
-    return {
-        "steps": last["step"],
-        "elapsed_s": last["elapsed_s"],
-        "tokens": per_update * last["step"],
-    }
 
 
 class Collector:
@@ -70,8 +39,8 @@ class Collector:
         self.plan = plan
         self.layout = plan.layout
         self.stages = {s.name: s for s in plan.stages()}
-        self.latency = _json(self.layout.latency)
-        self.throughput = _json(self.layout.throughput)
+        self.latency = read_json(self.layout.latency)
+        self.throughput = read_json(self.layout.throughput)
         self.costs = self._cost_model()
 
     def _cost_model(self) -> CostModel | None:
@@ -129,7 +98,7 @@ class Collector:
             finetuned = _score(self.layout.evaluation(f"{row.key}-ft-s{first}"))
         search = None
         if row.strategy:
-            summary = _json(self.layout.search(row.key) / "summary.json")
+            summary = read_json(self.layout.search(row.key) / "summary.json")
             search = {
                 "command": self.command(f"search {row.key}"),
                 "summary": None
@@ -145,8 +114,8 @@ class Collector:
             "arch_key": None if arch is None else arch.key(),
             "search": search,
             "seeds": seeds,
-            "bleu": _stats([s["bleu"] for s in scores]),
-            "chrf": _stats([s["chrf"] for s in scores]),
+            "bleu": seed_stats([s["bleu"] for s in scores]),
+            "chrf": seed_stats([s["chrf"] for s in scores]),
             "finetuned": finetuned,
             "costs": self.cost(arch),
             **self.timed(row.key),
@@ -165,8 +134,8 @@ class Collector:
             "label": "SuperNet largest (inherited)",
             "arch": arch.to_dict(),
             "arch_key": arch.key(),
-            "bleu": None if score is None else _stats([score["bleu"]]),
-            "chrf": None if score is None else _stats([score["chrf"]]),
+            "bleu": None if score is None else seed_stats([score["bleu"]]),
+            "chrf": None if score is None else seed_stats([score["chrf"]]),
             "costs": self.cost(arch),
             **self.timed(LARGEST),
             "commands": {"evaluate": self.command(f"eval {LARGEST}")},
@@ -225,7 +194,7 @@ class Collector:
             "front": front,
             "estimator": self.estimator(rows),
             "targets": targets(rows, largest),
-            "constraints": _json(self.layout.constraints),
+            "constraints": read_json(self.layout.constraints),
             "latency_settings": None if self.latency is None else self.latency["settings"],
             "throughput_settings": None if self.throughput is None else self.throughput["settings"],
             "timing_machine": None if self.latency is None else self.latency["machine"],

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from staged.search import resumable_search
 from staged.stages import ALL, Stage
 
 from automoe.space import SearchSpace
@@ -159,23 +160,8 @@ def search(plan: Plan, row: Row) -> Stage:
         *plan.common_flags(),
     )
 
-    def argv(left: float | None) -> list[str]:
-        if not (run / "search.json").is_file():
-            args, spent = list(command[1:]), 0.0
-        else:
-            args = [command[1], f"--run={run}", "--resume", "--threads=1", "--no-progress"]
-            args += plan.common_flags()
-            spent = _search_minutes(run)
-        return args + ([f"--time-limit={spent + left:.2f}"] if left is not None else [])
-
-    return Stage(
-        f"search {row.key}",
-        run / "summary.json",
-        ("constraints",),
-        command,
-        argv,
-        checkpoints=True,
-        finished=lambda: _search_finished(run),
+    return resumable_search(
+        f"search {row.key}", run, command, plan.common_flags(), ("constraints",)
     )
 
 
@@ -205,23 +191,3 @@ def _rows(csv: Path) -> int:
     if not csv.is_file():
         return 0
     return max(0, sum(1 for line in csv.read_text().splitlines() if line.strip()) - 1)
-
-
-def _search_finished(run: Path) -> bool:
-    path = run / "summary.json"
-    if not path.is_file():
-        return False
-    return json.loads(path.read_text())["ending"]["stopped_by"] != "time limit"
-
-
-def _search_minutes(run: Path) -> float:
-    """Scoring minutes a search has spent: its `--time-limit` counts them across resumes."""
-    path = run / "evaluations.jsonl"
-    if not path.is_file():
-        return 0.0
-    for line in reversed(path.read_text().splitlines()):
-        try:
-            return float(json.loads(line)["elapsed_s"]) / 60
-        except (ValueError, KeyError):
-            continue  # a blank or torn last line
-    return 0.0

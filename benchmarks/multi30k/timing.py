@@ -17,37 +17,22 @@ from __future__ import annotations
 import hashlib
 import json
 import statistics
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import common
 from common import interleaved, machine_info, quiet_rounds, set_threads
+from staged.decoding import Models, decode_run, load_models, sentence_batches
 
-from automoe.data import Batch, Tokenizer, collate
-from automoe.data.run_data import DataSettings, RunData
+from automoe.data import Batch, Tokenizer
 from automoe.files import write_text_atomic
 from automoe.latency import LatencyInputs, LatencySettings, latency_inputs, measure_latency
-from automoe.runs import load_model_file, resolve_arch, task_ids_for
-from automoe.supernet.decode import DecodeSettings, translate_ids
-from automoe.supernet.model import Transformer, extract
-from automoe.supernet.modes import inference
+from automoe.supernet.decode import DecodeSettings
+from automoe.supernet.model import Transformer
 
-Models = dict[str, tuple[Path, str | None]]
 BASELINE = "dense"
 PAIR = "en-de"
-
-
-def load_models(models: Models) -> dict[str, tuple[Transformer, Tokenizer]]:
-    """Each model file (or the SuperNet sub-network named by its arch), in eval mode."""
-    out = {}
-    for name, (path, arch) in models.items():
-        net, tokenizer = load_model_file(path)
-        if arch is not None:
-            net = extract(net, resolve_arch(arch, net))
-        out[name] = (net.eval(), tokenizer)
-    return out
 
 
 def _tokenizer_key(tokenizer: Tokenizer) -> str:
@@ -138,17 +123,6 @@ def _protocol_run(
     return run
 
 
-def _test_batches(
-    net: Transformer, tokenizer: Tokenizer, data_dir: str | None, count: int, size: int
-) -> list[Batch]:
-    data = RunData(
-        DataSettings(pairs=(PAIR,)), data_dir, tokenizer, task_ids=task_ids_for(net, [PAIR])
-    )
-    examples = data.task_examples("test_2016_flickr", 0)
-    whole = max(1, min(count, len(examples)) // size)  # batches of exactly `size` sentences
-    return [collate(examples[i * size : (i + 1) * size]) for i in range(whole)]
-
-
 def measure_throughput_all(
     models: Models, out: Path, sizes: Any, threads: int, data_dir: str | None
 ) -> None:
@@ -161,10 +135,10 @@ def measure_throughput_all(
     variants: dict[str, Callable[[], None]] = {}
     batches: list[Batch] = []
     for name, (net, tokenizer) in loaded.items():
-        batches = _test_batches(
-            net, tokenizer, data_dir, sizes.throughput_sentences, sizes.throughput_batch
+        batches = sentence_batches(
+            net, tokenizer, data_dir, PAIR, sizes.throughput_sentences, sizes.throughput_batch
         )
-        variants[name] = _decode_run(net, batches, decode, values[name])
+        variants[name] = decode_run(net, batches, decode, values[name])
     repeats = max(2, len(batches))
     run = interleaved(variants, repeats, warmup=1, wait_s=sizes.timing_wait_s)
     values = {name: v[1:] for name, v in values.items()}
@@ -180,20 +154,3 @@ def measure_throughput_all(
         chosen = [values[name][i] for i in rounds]
         entry["sentences_per_s"] = len(batches[0]) * len(chosen) / sum(chosen)
     write_text_atomic(out, json.dumps(record, indent=2) + "\n")
-
-
-def _decode_run(
-    net: Transformer, batches: list[Batch], decode: DecodeSettings, values: list[float]
-) -> Callable[[], None]:
-    """Decode the next batch per call; appends its seconds to `values`."""
-
-    def run() -> None:
-        batch = batches[len(values) % len(batches)]
-        started = time.perf_counter()
-        with inference(net):
-            translate_ids(
-                net, batch.src_tokens, batch.src_padding_mask, None, decode, batch.task_ids
-            )
-        values.append(time.perf_counter() - started)
-
-    return run

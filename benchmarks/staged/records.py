@@ -1,0 +1,40 @@
+"""Reading stage outputs back for a report: None wherever a stage has not written yet."""
+
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+from typing import Any
+
+
+def read_json(path: Path) -> Any:
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def seed_stats(values: list[float]) -> dict[str, Any] | None:
+    """Mean and range over training seeds (the spread a difference must exceed)."""
+    if not values:
+        return None
+    return {
+        "mean": statistics.mean(values),
+        "min": min(values),
+        "max": max(values),
+        "spread": max(values) - min(values),
+        "values": values,
+    }
+
+
+def training_record(run: Path) -> dict[str, Any] | None:
+    """Updates, training seconds and (estimated) target tokens of a finished training."""
+    path = run / "metrics.jsonl"
+    if not (run / "model.pt").is_file() or not path.is_file():
+        return None
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    last = rows[-1]
+    per_update = statistics.mean(r["tokens"] for r in rows)
+    return {
+        "steps": last["step"],
+        "elapsed_s": last["elapsed_s"],
+        "tokens": per_update * last["step"],
+    }
