@@ -8,27 +8,14 @@ from pathlib import Path
 from typing import Any
 
 from common import machine_markdown, markdown_table
-from staged.records import training_record
+from staged.records import last_metrics, training_record
+from staged.report import PENDING, fmt, over_seeds, pending_lines
 from staged.stages import Outcome, StageTimes
 
 from automoe.files import write_text_atomic
 from multi30k import figures
 from multi30k.plan import Plan
 from multi30k.rows import FINETUNED, LARGEST, ROWS
-
-PENDING = "pending"
-
-
-def _f(value: float | None, spec: str = ".2f", scale: float = 1.0) -> str:
-    return PENDING if value is None else format(value / scale, spec)
-
-
-def _bleu(stats: dict[str, Any] | None) -> str:
-    if stats is None:
-        return PENDING
-    if len(stats["values"]) < 2:
-        return f"{stats['mean']:.2f}"
-    return f"{stats['mean']:.2f} ({stats['min']:.2f}-{stats['max']:.2f})"
 
 
 def _train_hours(row: dict[str, Any]) -> str:
@@ -50,19 +37,19 @@ def table(collected: dict[str, Any]) -> str:
         rows.append(
             [
                 row["label"],
-                _bleu(row["bleu"]),
-                _bleu(row["chrf"]),
-                (_f(finetuned["bleu"]) if finetuned else PENDING)
+                over_seeds(row["bleu"]),
+                over_seeds(row["chrf"]),
+                (fmt(finetuned["bleu"]) if finetuned else PENDING)
                 if row["key"] in FINETUNED
                 else "",
                 PENDING if lat is None else f"{lat['median']:.1f} ({lat['iqr']:.1f})",
-                _f(None if lat is None else lat["vs_dense"]),
-                _f(None if costs is None else costs["flops"], ".3f", 1e9),
-                _f(flops_ratio),
+                fmt(None if lat is None else lat["vs_dense"]),
+                fmt(None if costs is None else costs["flops"], ".3f", 1e9),
+                fmt(flops_ratio),
                 PENDING
                 if costs is None
                 else f"{costs['params_active'] / 1e6:.2f} / {costs['params_total'] / 1e6:.2f}",
-                _f(None if thr is None else thr["sentences_per_s"], ".1f"),
+                fmt(None if thr is None else thr["sentences_per_s"], ".1f"),
                 _train_hours(row) if row["key"] != LARGEST else "",
             ]
         )
@@ -93,7 +80,7 @@ def compute(plan: Plan, collected: dict[str, Any], times: StageTimes) -> list[li
         else:
             rows.append((name, entry["seconds"], entry["threads"], note))
 
-    supernet = training_record_supernet(plan.supernet)
+    supernet = last_metrics(plan.supernet)
     rows.append(
         (
             "SuperNet training",
@@ -128,18 +115,10 @@ def compute(plan: Plan, collected: dict[str, Any], times: StageTimes) -> list[li
     for name, seconds, threads, note in rows:
         cpu = None if seconds is None or threads is None else seconds * threads
         total += cpu or 0.0
-        shown_cpu = "?" if seconds is not None and threads is None else _f(cpu, ".2f", 3600)
-        out.append([name, _f(seconds, ".2f", 3600), str(threads or "?"), shown_cpu, note])
+        shown_cpu = "?" if seconds is not None and threads is None else fmt(cpu, ".2f", 3600)
+        out.append([name, fmt(seconds, ".2f", 3600), str(threads or "?"), shown_cpu, note])
     out.append(["total (stages done)", "", "", f"{total / 3600:.2f}", ""])
     return out
-
-
-def training_record_supernet(run: Path) -> dict[str, Any] | None:
-    path = run / "metrics.jsonl"
-    if not path.is_file():
-        return None
-    lines = [line for line in path.read_text().splitlines() if line.strip()]
-    return json.loads(lines[-1]) if lines else None
 
 
 def targets_md(collected: dict[str, Any]) -> str:
@@ -155,10 +134,10 @@ def estimator_md(collected: dict[str, Any]) -> str:
     rows = [
         [
             p["label"],
-            _f(p["latency_ms"], ".1f"),
-            _f(p["inherited_val_loss"], ".3f"),
-            _f(p["inherited_bleu"]),
-            _f(p["scratch_bleu"]),
+            fmt(p["latency_ms"], ".1f"),
+            fmt(p["inherited_val_loss"], ".3f"),
+            fmt(p["inherited_bleu"]),
+            fmt(p["scratch_bleu"]),
             PENDING
             if None in (p["inherited_bleu"], p["scratch_bleu"])
             else f"{p['inherited_bleu'] - p['scratch_bleu']:+.2f}",
@@ -182,7 +161,7 @@ def estimator_md(collected: dict[str, Any]) -> str:
 
     summary = (
         f"{est['complete']} of {len(est['points'])} architectures complete. Mean absolute BLEU "
-        f"gap {_f(est.get('mean_abs_gap'))}; Kendall tau (inherited BLEU vs from-scratch BLEU) "
+        f"gap {fmt(est.get('mean_abs_gap'))}; Kendall tau (inherited BLEU vs from-scratch BLEU) "
         f"{tau('tau_bleu')}; Kendall tau (minus inherited validation loss vs from-scratch "
         f"BLEU) {tau('tau_loss')}."
     )
@@ -196,8 +175,8 @@ def constraints_md(collected: dict[str, Any]) -> str:
     ratio = c["dense_predicted_ms"] / c["dense_measured_ms"]
     lines = [
         f"Dense model: `latency measure` on the SuperNet gives {c['dense_measured_ms']:.2f} ms "
-        f"(trimmed mean; median {_f(c['dense_measured_median_ms'])}, IQR "
-        f"{_f(c['dense_measured_iqr_ms'])}), the latency predictor {c['dense_predicted_ms']:.2f} "
+        f"(trimmed mean; median {fmt(c['dense_measured_median_ms'])}, IQR "
+        f"{fmt(c['dense_measured_iqr_ms'])}), the latency predictor {c['dense_predicted_ms']:.2f} "
         f"ms ({ratio:.2f}x). The searches compare predicted latencies, so the bounds are "
         "fractions of the predictor's figure: a predictor off in scale moves them with it.",
         "",
@@ -241,24 +220,17 @@ def commands_md(plan: Plan, collected: dict[str, Any]) -> str:
 
 
 def pending_md(plan: Plan, outcome: Outcome, cont: str) -> tuple[str, list[str]]:
-    pending = [s for s in plan.stages() if not s.done()]
+    pending = [s.name for s in plan.stages() if not s.done()]
     if not pending:
         return "All stages are done.", []
-    names = []
-    lines = [f"{len(pending)} stage(s) pending:"]
-    for s in pending:
-        why = outcome.failed.get(s.name) and f"FAILED: {outcome.failed[s.name]}"
-        why = why or ("paused (resumes)" if s.name in outcome.paused else "")
-        why = why or outcome.waiting.get(s.name, "")
-        lines.append(f"- {s.name}{f' ({why})' if why else ''}")
-        names.append(s.name)
+    lines = [f"{len(pending)} stage(s) pending:", *pending_lines(plan.stages(), outcome)]
     if plan.front_points() == [] and not plan.layout.front.is_file():
         lines.append(
             "- and the trainings and evaluations of the search's front points, "
             "known once its search is done"
         )
     lines.append(f"\nContinue with: `{cont}`")
-    return "\n".join(lines), names
+    return "\n".join(lines), pending
 
 
 def _budget(plan: Plan, collected: dict[str, Any]) -> str:

@@ -38,3 +38,12 @@ def training_record(run: Path) -> dict[str, Any] | None:
         "elapsed_s": last["elapsed_s"],
         "tokens": per_update * last["step"],
     }
+
+
+def last_metrics(run: Path) -> dict[str, Any] | None:
+    """The last metrics row of a training (a SuperNet's, which writes no model.pt)."""
+    path = run / "metrics.jsonl"
+    if not path.is_file():
+        return None
+    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    return json.loads(lines[-1]) if lines else None

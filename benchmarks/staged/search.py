@@ -16,9 +16,11 @@ def resumable_search(
     command: tuple[str, ...],
     resume_flags: Sequence[str] = (),
     deps: tuple[str, ...] = (),
+    slots: int = 1,
 ) -> Stage:
     """`command` (an `automoe.search` with `--strategy=...` first and `--run=run`) as a stage
-    done once the search ended for another reason than its time limit."""
+    done once the search ended for another reason than its time limit; `slots=ALL` for one
+    that measures latency, which nothing may disturb."""
 
     def argv(left: float | None) -> list[str]:
         if not (run / "search.json").is_file():
@@ -35,6 +37,7 @@ def resumable_search(
         deps,
         command,
         argv,
+        slots=slots,
         checkpoints=True,
         finished=lambda: search_finished(run),
     )

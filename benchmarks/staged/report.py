@@ -1,0 +1,38 @@
+"""Report pieces the staged benchmarks share: what is pending and why, and CPU time spent."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from staged.stages import Outcome, Stage
+
+
+def pending_lines(stages: Sequence[Stage], outcome: Outcome) -> list[str]:
+    """One line per stage not done, with why (failed, paused, waiting for what)."""
+    lines = []
+    for s in stages:
+        if s.done():
+            continue
+        why = outcome.failed.get(s.name) and f"FAILED: {outcome.failed[s.name]}"
+        why = why or ("paused (resumes)" if s.name in outcome.paused else "")
+        why = why or outcome.waiting.get(s.name, "")
+        lines.append(f"- {s.name}{f' ({why})' if why else ''}")
+    return lines
+
+
+PENDING = "pending"
+
+
+def fmt(value: float | None, spec: str = ".2f", scale: float = 1.0) -> str:
+    """A figure, or "pending" while its stage has not run."""
+    return PENDING if value is None else format(value / scale, spec)
+
+
+def over_seeds(stats: dict[str, Any] | None) -> str:
+    """Mean over seeds with their range (`records.seed_stats`)."""
+    if stats is None:
+        return PENDING
+    if len(stats["values"]) < 2:
+        return f"{stats['mean']:.2f}"
+    return f"{stats['mean']:.2f} ({stats['min']:.2f}-{stats['max']:.2f})"
