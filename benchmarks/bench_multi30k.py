@@ -28,8 +28,6 @@ limit is stopped (its checkpoint is kept); the next invocation continues.
 from __future__ import annotations
 
 import argparse
-import shlex
-import signal
 import sys
 import time
 from pathlib import Path
@@ -39,8 +37,9 @@ from multi30k import report
 from multi30k.plan import Inputs, Plan, supernet_ready
 from multi30k.results import Collector
 from multi30k.settings import Layout, sizes_for
+from staged.command import here, parse_seeds, run_invocation
 from staged.settings import fix_settings
-from staged.stages import Scheduler, StageTimes
+from staged.stages import Outcome, Scheduler, StageTimes
 
 from automoe.argtypes import positive_float, positive_int
 from automoe.data.registry import resolve_dataset_dir
@@ -83,18 +82,6 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _seeds(text: str | None) -> tuple[int, ...] | None:
-    if text is None:
-        return None
-    try:
-        seeds = tuple(int(s) for s in text.split(","))
-    except ValueError:
-        raise AutomoeError(f"--seeds {text!r}: write comma-separated integers, e.g. 1,2") from None
-    if not seeds or len(set(seeds)) != len(seeds):
-        raise AutomoeError(f"--seeds {text!r}: give distinct seeds, e.g. 1,2")
-    return seeds
-
-
 def _check_inputs(args: argparse.Namespace) -> None:
     """Refuse a missing corpus and reused stages that do not fit, before anything is written
     (otherwise every stage would start, fail on the same missing corpus and log it)."""
@@ -115,19 +102,6 @@ def _check_inputs(args: argparse.Namespace) -> None:
         raise AutomoeError(f"--predictor {args.predictor}: no such file")
 
 
-def _here(path: Path) -> Path:
-    """`path` relative to the working directory when inside it: the report's commands then
-    name no folder of this machine."""
-    try:
-        return path.relative_to(Path.cwd())
-    except ValueError:
-        return path
-
-
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
-
-
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
@@ -135,11 +109,11 @@ def main(argv: list[str] | None = None) -> int:
         args.quick,
         evaluations=args.evaluations,
         final_steps=args.final_steps,
-        seeds=_seeds(args.seeds),
+        seeds=parse_seeds(args.seeds),
         estimator_points=args.estimator_points,
     )
     work = args.work or Path("runs/multi30k-bench-quick" if args.quick else "runs/multi30k-bench")
-    layout = Layout(work, args.results or (work / "results" if args.quick else _here(RESULTS)))
+    layout = Layout(work, args.results or (work / "results" if args.quick else here(RESULTS)))
     _check_inputs(args)
     inputs = Inputs(
         args.space,
@@ -165,10 +139,6 @@ def main(argv: list[str] | None = None) -> int:
 def _run(plan: Plan, args: argparse.Namespace, argv: list[str]) -> int:
     info = machine_info(args.latency_threads)
     times = StageTimes(plan.layout.stage_times)
-    stages = plan.stages()
-    done = sum(s.done() for s in stages)
-    limit = f", time limit {args.time_limit:g} min" if args.time_limit else ""
-    print(f"{done} of {len(stages)} stages done in {plan.layout.work}; {args.jobs} core(s){limit}")
     scheduler = Scheduler(
         args.jobs,
         plan.layout.logs,
@@ -178,30 +148,20 @@ def _run(plan: Plan, args: argparse.Namespace, argv: list[str]) -> int:
         plan.sizes.margin,
         args.quick if args.inline is None else args.inline,
     )
-    previous = signal.signal(signal.SIGTERM, _interrupt)
-    interrupted = False
-    try:
-        scheduler.run(plan.stages)
-    except KeyboardInterrupt:
-        interrupted = True
-        print("interrupted: stopping the running stages (their checkpoints are kept)")
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-        cont = " ".join(["python benchmarks/bench_multi30k.py", *map(shlex.quote, argv)])
-        outcome = scheduler.outcome
+
+    def write_report(outcome: Outcome, cont: str) -> list[Path]:
         report.write(plan, Collector(plan).collect(), outcome, times, info, cont, args.quick)
-    pending = [s.name for s in plan.stages() if not s.done()]
-    print(f"ran {len(outcome.done)} stage(s): {', '.join(outcome.done) or 'none'}")
-    print(f"wrote {plan.layout.report_md} and {plan.layout.report_json}")
-    if pending:
-        print(f"{len(pending)} stage(s) pending: {', '.join(pending)}")
-        print(f"continue with: {cont}")
-    else:
-        print("every stage is done")
-    if outcome.failed:
-        print(f"{len(outcome.failed)} stage(s) failed: {', '.join(outcome.failed)} (see logs)")
-        return 1
-    return 130 if interrupted else 0
+        return [plan.layout.report_md, plan.layout.report_json]
+
+    return run_invocation(
+        plan.stages,
+        scheduler,
+        plan.layout.work,
+        "benchmarks/bench_multi30k.py",
+        argv,
+        write_report,
+        args.time_limit,
+    )
 
 
 if __name__ == "__main__":

@@ -1,266 +1,135 @@
-"""Task-MoE on Multi30k en-de/fr/cs: dense, token-, sentence- and task-routed MoE models trained
-with one budget; BLEU per pair, deployed parameters, and peak throughput of what one pair needs
-deployed (the whole model, or for task routing the exported per-pair sub-network).
+"""Task-MoE at a real budget on Multi30k en-de/fr/cs: what task routing buys on a CPU, and a
+search that chooses each layer's routing granularity. One command, resumable.
 
-    python benchmarks/bench_task_moe.py --steps 500 --threads 1
+    python benchmarks/bench_task_moe.py --time-limit 150
+    python benchmarks/bench_task_moe.py --quick          # every stage at toy size (minutes)
 
-Each model is trained by `python -m automoe.train` on a one-architecture space (so the SuperNet
-is exactly that model) in `--runs-dir/<variant>`; finished stages are reused, so the benchmark
-resumes. Throughput is sentences per second of encoding real en-de validation sentences plus
-`--decode-steps` incremental decoder steps with the key/value cache (teacher-forced, so every
-model does the same work per sentence), for each batch size; rounds interleave the models.
+Rows (benchmarks/task_moe/archs.py; all architectures of benchmarks/task_moe/space.yaml):
+dense; token-, sentence- and task-routed MoE (4 top-1 experts in every layer); mixed (token-
+routed encoder, task-routed decoder); and the routing search's winner. Every model trains
+from scratch on all pairs with one budget and --seeds; a model routing any layer by task is
+exported per pair (`python -m automoe.export --task`) and scored and timed as exported.
+
+The routing search trains a SuperNet of the space on all pairs, measures the dense model's
+latency as its sub-network, and searches (evolution, latency measured) for the lowest
+validation loss and latency under that bound; its winner trains like the other rows.
+
+The full run costs about 30 CPU-hours, some 15 hours on 2 idle cores: 12 trainings of 3000
+updates (1 thread: about 2.6 s per update for dense), a SuperNet, one search, 30 beam-4
+evaluations, and the timing runs. Repeat the same command until it says every stage is
+done; each invocation writes the report (benchmarks/results/task_moe.md and .json).
+
+Library commands run as background processes, --jobs at a time with one thread each; the
+timing stages and the search (it measures latency) run alone. With --time-limit, nothing
+starts that cannot checkpoint before the limit, and what still runs at the limit is stopped
+with its checkpoint; the next invocation continues.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import statistics
-from collections.abc import Callable
+import sys
+import time
 from pathlib import Path
 
-import torch
-import yaml
-from common import (
-    REPO,
-    base_parser,
-    interleaved,
-    machine_info,
-    machine_markdown,
-    markdown_table,
-    paired_ratio,
-    quiet_rounds,
-    set_threads,
-    write_results,
-)
+from common import RESULTS, machine_info
+from staged.command import here, parse_seeds, run_invocation
+from staged.settings import fix_settings
+from staged.stages import Outcome, Scheduler, StageTimes
+from task_moe import report
+from task_moe.plan import SPACE, Inputs, Plan
+from task_moe.results import Collector
+from task_moe.settings import Layout, sizes_for
 
-from automoe.data import Batch, collate
-from automoe.data.run_data import DataSettings, RunData
-from automoe.evaluate.__main__ import main as evaluate_main
-from automoe.runs import SUPERNET_FILE, load_model_file
-from automoe.supernet.model import Transformer
-from automoe.supernet.modes import inference
-from automoe.supernet.task_export import export_task
-from automoe.train.__main__ import main as train_main
-
-PAIRS = ("en-de", "en-fr", "en-cs")
-VARIANTS = {"dense": "token", "token": "token", "sentence": "sentence", "task": "task"}
-NAME = "task_moe"
+from automoe.argtypes import positive_float, positive_int
+from automoe.data.registry import resolve_dataset_dir
+from automoe.errors import AutomoeError, run_cli
+from automoe.files import locked_folder
+from automoe.space import SearchSpace
 
 
-def space_for(variant: str, experts: int, embed: int, ffn: int, layers: int) -> dict:
-    """A space holding one architecture: the model this variant trains."""
-    n = 1 if variant == "dense" else experts
-    side = {
-        "embed_dim": [embed],
-        "layers": [layers],
-        "ffn_dim": [ffn],
-        "experts": [n],
-        "top_k": [1],
-        "routing": [VARIANTS[variant]],
-    }
-    return {
-        "name": f"task-moe-{variant}",
-        "qkv_dim": embed,
-        "max_experts": n,
-        "fractional_experts": False,
-        "identity_experts": False,
-        "encoder": {**side, "heads": [4]},
-        "decoder": {**side, "self_heads": [4], "cross_heads": [4], "cross_layers": [1]},
-    }
-
-
-def train(run: Path, space: dict, args: argparse.Namespace) -> None:
-    if (run / SUPERNET_FILE).is_file():
-        return
-    run.mkdir(parents=True, exist_ok=True)
-    space_file = run.parent / f"{run.name}.space.yaml"
-    space_file.write_text(yaml.safe_dump(space, sort_keys=False))
-    if (run / "checkpoint.pt").is_file():
-        flags = [f"--run={run}", "--resume"]
-    else:
-        flags = [
-            f"--run={run}",
-            f"--space={space_file}",
-            f"--pairs={','.join(PAIRS)}",
-            "--task-temperature=inf",
-            f"--max-steps={args.steps}",
-            f"--warmup-steps={args.steps // 8}",
-            f"--max-tokens={args.max_tokens}",
-            f"--validate-every={args.steps}",
-            "--checkpoint-every=100",
-            "--dropout=0.1",
-            "--valid-size=200",
-            f"--seed={args.seed}",
-        ]
-    train_main([*flags, f"--threads={args.threads}", "--no-progress"])
-
-
-def bleu(run: Path, beam: int, threads: int) -> list[dict]:
-    out = run / f"test_beam{beam}.json"
-    if not out.is_file():
-        evaluate_main(
-            [
-                f"--model={run}",
-                "--split=test_2016_flickr",
-                f"--beam={beam}",
-                f"--threads={threads}",
-                f"--out={out}",
-            ]
-        )
-    return json.loads(out.read_text())["results"]
-
-
-def params(model: Transformer) -> int:
-    return sum(t.numel() for t in model.parameters())
-
-
-def decode_pass(model: Transformer, batch: Batch, steps: int) -> Callable[[], None]:
-    """One timed unit: encode a batch, then `steps` cached decoder steps on its targets."""
-    target = batch.prev_output_tokens
-    target = torch.nn.functional.pad(target, (0, max(0, steps - target.shape[1])))
-
-    def run() -> None:
-        with inference(model):
-            enc = model.encode(batch.src_tokens, batch.src_padding_mask, None, batch.task_ids)
-            cache: list = []
-            for i in range(steps):
-                model.decode(target[:, i : i + 1], enc, None, batch.task_ids, cache, i)
-
-    return run
-
-
-def main() -> None:
-    p = base_parser(__doc__)
-    p.add_argument("--runs-dir", type=Path, default=REPO / "runs" / "task-moe")
-    p.add_argument("--steps", type=int, default=500)
-    p.add_argument("--max-tokens", type=int, default=2048)
-    p.add_argument("--experts", type=int, default=4)
-    p.add_argument("--embed", type=int, default=256)
-    p.add_argument("--ffn", type=int, default=512)
-    p.add_argument("--layers", type=int, default=3)
-    p.add_argument("--beam", type=int, default=4)
-    p.add_argument("--batch-sizes", default="16,64,256")
-    p.add_argument("--decode-steps", type=int, default=20)
-    p.add_argument("--deploy-pair", default="en-de")
-    p.add_argument("--data-dir")
-    args = p.parse_args()
-    set_threads(args.threads)
-    info = machine_info(args.threads)
-    repeats = args.repeats or 5
-
-    models, bleus = {}, {}
-    for variant in VARIANTS:
-        run = args.runs_dir / variant
-        space = space_for(variant, args.experts, args.embed, args.ffn, args.layers)
-        train(run, space, args)
-        bleus[variant] = {r["pair"]: r["bleu"] for r in bleu(run, args.beam, args.threads)}
-        models[variant] = load_model_file(run)
-    tokenizer = models["dense"][1]
-    full = {v: m.extract(m.space.largest()).eval() for v, (m, _) in models.items()}
-    task_id = full["task"].task_id(args.deploy_pair)
-    deployed = dict(full)
-    deployed["task"], _ = export_task(full["task"], full["task"].default_arch, task_id)
-    per_task = {
-        v: {pair: params(export_task(m, m.default_arch, i)[0]) for i, pair in enumerate(PAIRS)}
-        if v == "task"
-        else dict.fromkeys(PAIRS, params(m))
-        for v, m in full.items()
-    }
-
-    data = RunData(DataSettings(pairs=PAIRS), args.data_dir, tokenizer)
-    examples = [e for e in data.examples("val") if e.task_id == task_id]
-    sizes = [int(b) for b in args.batch_sizes.split(",")]
-    units = {}
-    for size in sizes:
-        chosen = examples[:size]
-        batch = collate(chosen)
-        for variant, model in deployed.items():
-            units[f"{variant}@{size}"] = decode_pass(model, batch, args.decode_steps)
-    timing = interleaved(units, repeats, warmup=1, max_rounds=args.max_rounds)
-    rounds = quiet_rounds(timing["other_cores"])
-    walls = {k: [timing["variants"][k]["wall"][r] for r in rounds] for k in units}
-    rate = {k: int(k.split("@")[1]) / statistics.median(v) for k, v in walls.items()}
-    peak = {v: max(sizes, key=lambda s, v=v: rate[f"{v}@{s}"]) for v in deployed}
-    ratio = {
-        v: paired_ratio(walls[f"token@{peak['token']}"], walls[f"{v}@{peak[v]}"])
-        * peak[v]
-        / peak["token"]
-        for v in deployed
-    }
-    rows = []
-    for v in VARIANTS:
-        mean = statistics.mean(bleus[v][p] for p in PAIRS)
-        rows.append(
-            [
-                v,
-                *(f"{bleus[v][p]:.2f}" for p in PAIRS),
-                f"{mean:.2f}",
-                f"{params(full[v]):,}",
-                f"{per_task[v][args.deploy_pair]:,}",
-                *(f"{rate[f'{v}@{s}']:.0f}" for s in sizes),
-                f"{rate[f'{v}@{peak[v]}']:.0f} (batch {peak[v]})",
-                f"{ratio[v]:.2f}x",
-            ]
-        )
-    mean_bleu = {v: statistics.mean(bleus[v][p] for p in PAIRS) for v in VARIANTS}
-    gap = mean_bleu["task"] - mean_bleu["token"]
-    met = ratio["task"] >= 1.9 and gap >= -0.5
-    header = [
-        "model",
-        *(f"BLEU {p}" for p in PAIRS),
-        "mean BLEU",
-        "total params",
-        f"deployed params ({args.deploy_pair})",
-        *(f"sent/s @{s}" for s in sizes),
-        "peak sent/s",
-        "peak vs token-MoE",
-    ]
-    trained = json.loads((args.runs_dir / "token" / "run.json").read_text())
-    md = "\n".join(
-        [
-            "# Task-MoE: routing granularity, per-task extraction and deployed throughput",
-            "",
-            machine_markdown(info),
-            "",
-            f"- models: embed {args.embed}, {args.layers}+{args.layers} layers, FFN {args.ffn}"
-            f" per expert, {args.experts} experts top-1 in every layer (dense: 1), routed by "
-            "token, by sentence (mean-pooled source) or by task id in every layer",
-            f"- training: `python -m automoe.train` on en-de, en-fr, en-cs, balanced sampling "
-            f"(--task-temperature inf), {args.steps} steps of {args.max_tokens} tokens, the "
-            f"same seed ({trained['train']['seed']}) and schedule for every model",
-            f"- BLEU: sacrebleu corpus BLEU, test_2016_flickr (1,000 sentences per pair), beam "
-            f"{args.beam}",
-            f"- deployed for {args.deploy_pair}: the whole model, except task-MoE, whose "
-            "`python -m automoe.export --task` sub-network keeps one expert per layer",
-            f"- throughput: {args.deploy_pair} validation sentences, encoder + "
-            f"{args.decode_steps} cached decoder steps, {len(rounds)} interleaved rounds "
-            f"used of {len(timing['other_cores'])} (other processes' cores per round: "
-            f"{timing['other_cores']}); 'peak vs token-MoE' = median per-round ratio at each "
-            "model's best batch size",
-            "",
-            markdown_table(header, rows),
-            "",
-            f"**Target: task-MoE deployed >= 1.9x token-MoE throughput with mean BLEU within "
-            f"0.5: {ratio['task']:.2f}x, BLEU {gap:+.2f} ({'met' if met else 'NOT met'}).**",
-        ]
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python benchmarks/bench_task_moe.py",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    print(md)
-    payload = {
-        "machine": info,
-        "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-        "bleu": bleus,
-        "params_total": {v: params(m) for v, m in full.items()},
-        "params_deployed": per_task,
-        "throughput_sent_per_s": rate,
-        "peak_batch": peak,
-        "peak_ratio_vs_token": ratio,
-        "timing": timing,
-        "target_met": met,
-    }
-    if not args.no_write:
-        write_results(args.out, NAME, payload, md)
+    p.add_argument("--quick", action="store_true", help="every stage at toy size (minutes)")
+    p.add_argument("--work", type=Path, help="stage outputs (default runs/task-moe-bench[-quick])")
+    p.add_argument(
+        "--results", type=Path, help="report folder (default benchmarks/results; quick: WORK)"
+    )
+    p.add_argument("--space", type=Path, default=SPACE, help="the space (a YAML file)")
+    p.add_argument("--data-dir", help="folder holding multi30k/ (else $AUTOMOE_DATA_DIR)")
+    p.add_argument("--final-steps", type=positive_int, help="updates per model (3000)")
+    p.add_argument("--seeds", help="comma-separated seeds of the trainings (1,2)")
+    p.add_argument("--jobs", type=positive_int, default=2, help="cores: jobs run at a time")
+    p.add_argument("--timing-threads", type=positive_int, default=2, help="threads when timing")
+    p.add_argument("--time-limit", type=positive_float, help="minutes for this invocation")
+    p.add_argument(
+        "--inline",
+        action=argparse.BooleanOptionalAction,
+        help="run commands in this process, one at a time (default with --quick)",
+    )
+    return p
+
+
+def _check_inputs(args: argparse.Namespace) -> SearchSpace:
+    """Refuse a missing corpus and a space the models do not fit, before anything runs."""
+    resolve_dataset_dir(data_dir=args.data_dir)
+    space = SearchSpace.load(str(args.space))
+    missing = {"task", "token"} - set(space.routing_modes())
+    if missing:
+        raise AutomoeError(
+            f"--space {args.space} offers no {' or '.join(sorted(missing))} routing; the "
+            "comparison needs routing: [token, sentence, task] on both sides"
+        )
+    return space
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser().parse_args(argv)
+    sizes = sizes_for(
+        args.quick, final_steps=args.final_steps, seeds=parse_seeds(args.seeds, minimum=2)
+    )
+    work = args.work or Path("runs/task-moe-bench-quick" if args.quick else "runs/task-moe-bench")
+    layout = Layout(work, args.results or (work if args.quick else here(RESULTS)))
+    space = _check_inputs(args)
+    inputs = Inputs(here(args.space), args.data_dir, args.jobs, args.timing_threads)
+    with locked_folder(work, "bench_task_moe.py"):
+        fix_settings(work, {"space": space.to_dict(), "sizes": sizes.fixed()})
+        return _run(Plan(sizes, layout, inputs), args, argv)
+
+
+def _run(plan: Plan, args: argparse.Namespace, argv: list[str]) -> int:
+    info = machine_info(args.timing_threads)
+    times = StageTimes(plan.layout.stage_times)
+    scheduler = Scheduler(
+        args.jobs,
+        plan.layout.logs,
+        times,
+        None if args.time_limit is None else time.monotonic() + args.time_limit * 60,
+        plan.sizes.min_start,
+        plan.sizes.margin,
+        args.quick if args.inline is None else args.inline,
+    )
+
+    def write_report(outcome: Outcome, cont: str) -> list[Path]:
+        collected = Collector(plan).collect()
+        report.write(plan, collected, outcome, times, info, cont, args.quick)
+        return [plan.layout.report_md, plan.layout.report_json]
+
+    return run_invocation(
+        plan.stages,
+        scheduler,
+        plan.layout.work,
+        "benchmarks/bench_task_moe.py",
+        argv,
+        write_report,
+        args.time_limit,
+    )
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(run_cli(main))

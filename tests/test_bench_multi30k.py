@@ -77,7 +77,7 @@ def test_quick_run_does_every_stage_and_a_second_run_reuses_them(
         (["--supernet=MISSING"], "no finished SuperNet run there"),
         (["--supernet=TINY"], "was trained on another space than --space multi30k"),
         (["--predictor=MISSING"], "--predictor MISSING: no such file"),
-        (["--seeds=1,1"], "give distinct seeds"),
+        (["--seeds=1,1"], "give at least 1 distinct seed(s)"),
     ],
 )
 def test_inputs_that_cannot_work_are_refused_before_anything_is_written(

@@ -1,0 +1,79 @@
+"""What the staged benchmarks' commands share: seeds from the command line, paths shown
+relative to the working directory, and one invocation of the scheduler with its report."""
+
+from __future__ import annotations
+
+import shlex
+import signal
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from automoe.errors import AutomoeError
+from staged.stages import Outcome, Scheduler, Stage
+
+
+def parse_seeds(text: str | None, minimum: int = 1) -> tuple[int, ...] | None:
+    """`--seeds 1,2`: distinct integers, at least `minimum` of them (None: the default)."""
+    if text is None:
+        return None
+    try:
+        seeds = tuple(int(s) for s in text.split(","))
+    except ValueError:
+        raise AutomoeError(f"--seeds {text!r}: write comma-separated integers, e.g. 1,2") from None
+    if len(seeds) < minimum or len(set(seeds)) != len(seeds):
+        raise AutomoeError(f"--seeds {text!r}: give at least {minimum} distinct seed(s), e.g. 1,2")
+    return seeds
+
+
+def here(path: Path) -> Path:
+    """`path` relative to the working directory when inside it: the report's commands then
+    name no folder of this machine."""
+    try:
+        return path.relative_to(Path.cwd())
+    except ValueError:
+        return path
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def run_invocation(
+    stages: Callable[[], Sequence[Stage]],
+    scheduler: Scheduler,
+    work: Path,
+    script: str,
+    argv: Sequence[str],
+    write_report: Callable[[Outcome, str], Sequence[Path]],
+    time_limit: float | None,
+) -> int:
+    """Run what can run (SIGTERM stops the stages, keeping their checkpoints), write the
+    report whatever happened, and say what is pending and how to continue."""
+    all_stages = stages()
+    done = sum(s.done() for s in all_stages)
+    limit = f", time limit {time_limit:g} min" if time_limit else ""
+    print(f"{done} of {len(all_stages)} stages done in {work}; {scheduler.cores} core(s){limit}")
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    interrupted = False
+    cont = " ".join([f"python {script}", *map(shlex.quote, argv)])
+    try:
+        scheduler.run(stages)
+    except KeyboardInterrupt:
+        interrupted = True
+        print("interrupted: stopping the running stages (their checkpoints are kept)")
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        written = write_report(scheduler.outcome, cont)
+    outcome = scheduler.outcome
+    pending = [s.name for s in stages() if not s.done()]
+    print(f"ran {len(outcome.done)} stage(s): {', '.join(outcome.done) or 'none'}")
+    print(f"wrote {' and '.join(map(str, written))}")
+    if pending:
+        print(f"{len(pending)} stage(s) pending: {', '.join(pending)}")
+        print(f"continue with: {cont}")
+    else:
+        print("every stage is done")
+    if outcome.failed:
+        print(f"{len(outcome.failed)} stage(s) failed: {', '.join(outcome.failed)} (see logs)")
+        return 1
+    return 130 if interrupted else 0

@@ -1,0 +1,302 @@
+"""Every stage of the Task-MoE benchmark, in the order the scheduler prefers them.
+
+Order: the architecture files, the first seed of every hand-designed model, the routing
+SuperNet, the dense latency that bounds its search, the search and its winner's first
+seed, per-pair exports and evaluations, the timing runs (alone on the machine), then the
+later seeds. The plan is rebuilt after each stage: the winner's exports depend on whether
+the search chose task routing anywhere.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from staged.search import resumable_search, search_finished
+from staged.stages import ALL, Stage
+from staged.training import resumable_training
+
+from automoe.runs import MODEL_FILE, SUPERNET_FILE
+from automoe.space import ArchConfig, SearchSpace
+from task_moe import timing
+from task_moe.archs import ROUTING, write_models
+from task_moe.settings import Layout, Sizes
+
+SPACE = Path(__file__).with_name("space.yaml")
+SEARCHED = "routing"  # the routing search's winner, a row beside the hand-designed ones
+ROWS = (*ROUTING, SEARCHED)
+# Every training's number format (as bench_multi30k's final models): bf16 where the CPU has
+# it, no measured cost in quality (benchmarks/results/precision.md).
+PRECISION = "bf16"
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """What the command line fixes: the space, the data folder, cores and timing threads."""
+
+    space: Path
+    data_dir: str | None
+    jobs: int
+    timing_threads: int
+
+
+class Plan:
+    """Builds the stage list from the sizes, the folders and what earlier stages wrote."""
+
+    def __init__(self, sizes: Sizes, layout: Layout, inputs: Inputs) -> None:
+        self.sizes = sizes
+        self.layout = layout
+        self.inputs = inputs
+        self.space = SearchSpace.load(inputs.space)
+
+    def common_flags(self) -> list[str]:
+        return [f"--data-dir={self.inputs.data_dir}"] if self.inputs.data_dir else []
+
+    def arch_file(self, row: str) -> Path:
+        return self.layout.search / "best.yaml" if row == SEARCHED else self.layout.arch(row)
+
+    def arch(self, row: str) -> ArchConfig | None:
+        """A row's architecture once its stage is done (the winner: once the search is)."""
+        path = self.arch_file(row)
+        if not path.is_file() or (row == SEARCHED and not search_finished(self.layout.search)):
+            return None
+        return ArchConfig.load(path)
+
+    def exported(self, row: str) -> bool:
+        """Whether a row deploys as per-pair exports: it routes some layer by task."""
+        arch = self.arch(row)
+        return arch is not None and "task" in arch.routing_modes
+
+    def deployed(self, row: str, seed: int, pair: str) -> Path:
+        """What serves `pair`: the export, or the whole model."""
+        name = f"{row}-s{seed}"
+        return self.layout.export(name, pair) if self.exported(row) else self.layout.train(name)
+
+    def stages(self) -> list[Stage]:
+        first, *later = self.sizes.seeds
+        hand = [r for r in ROWS if r != SEARCHED]
+        out = [self._archs()]
+        out += [self._training(row, first) for row in hand]
+        out += [self._supernet(), self._dense_latency(), self._search()]
+        out.append(self._training(SEARCHED, first))
+        out += [s for row in ROWS for s in self._scoring(row, first)]
+        out += self._timings()
+        for seed in later:
+            out += [self._training(row, seed) for row in ROWS]
+            out += [s for row in ROWS for s in self._scoring(row, seed)]
+        return out
+
+    # ------------------------------------------------------------------ stages
+
+    def _archs(self) -> Stage:
+        files = [self.layout.arch(row) for row in ROUTING]
+        return Stage(
+            "archs",
+            files[-1],
+            action=lambda: write_models(self.space, self.layout.figures),
+            about="the hand-designed architectures (benchmarks/task_moe/archs.py)",
+            slots=0,
+            finished=lambda: all(f.is_file() for f in files),
+        )
+
+    def _training(self, row: str, seed: int) -> Stage:
+        s, name = self.sizes, f"{row}-s{seed}"
+        command = (
+            "automoe.train",
+            f"--run={self.layout.train(name)}",
+            f"--arch={self.arch_file(row)}",
+            f"--space={self.inputs.space}",
+            *s.data_flags(),
+            f"--max-steps={s.final_steps}",
+            f"--warmup-steps={s.final_warmup}",
+            f"--dropout={s.dropout}",
+            f"--validate-every={s.validate_every}",
+            f"--checkpoint-every={s.checkpoint_every}",
+            f"--seed={seed}",
+            f"--precision={PRECISION}",
+            "--threads=1",
+            "--no-progress",
+            *self.common_flags(),
+        )
+        deps = ("search routing",) if row == SEARCHED else ("archs",)
+        return resumable_training(f"train {name}", command, MODEL_FILE, self.common_flags(), deps)
+
+    def _supernet(self) -> Stage:
+        """The SuperNet of the routing search: every layer's routers trained on all pairs."""
+        s = self.sizes
+        command = (
+            "automoe.train",
+            f"--run={self.layout.supernet}",
+            f"--space={self.inputs.space}",
+            *s.data_flags(),
+            f"--max-steps={s.supernet_steps}",
+            f"--warmup-steps={s.supernet_warmup}",
+            f"--dropout={s.dropout}",
+            f"--validate-every={s.validate_every}",
+            f"--checkpoint-every={s.checkpoint_every}",
+            "--seed=1",
+            f"--precision={PRECISION}",
+            "--threads=1",
+            "--no-progress",
+            *self.common_flags(),
+        )
+        return resumable_training("supernet", command, SUPERNET_FILE, self.common_flags())
+
+    def _dense_latency(self) -> Stage:
+        """The dense row's latency as a SuperNet sub-network, timed as the search times
+        (one thread, alone on the machine)."""
+        s, threads = self.sizes, 1
+        command = (
+            "automoe.latency",
+            "measure",
+            f"--model={self.layout.supernet}",
+            f"--arch={self.layout.arch('dense')}",
+            f"--threads={threads}",
+            f"--precision={PRECISION}",
+            *self.common_flags(),
+        )
+        return Stage(
+            "latency dense",
+            self.layout.dense_latency,
+            ("supernet", "archs"),
+            command,
+            slots=ALL,
+            threads=threads,
+            minutes=s.eval_minutes / 4,
+            stdout=True,
+        )
+
+    def bound(self) -> str:
+        """The search's latency bound: the dense model's (a placeholder until measured)."""
+        path = self.layout.dense_latency
+        if not path.is_file():
+            return "<the dense model's latency>"
+        return f"{timing.read_latency(path):.2f}"
+
+    def _search(self) -> Stage:
+        """Evolution over the space, every layer choosing its routing, for the lowest
+        validation loss and latency under the dense model's latency, measured on one
+        thread with nothing beside it (the bound was measured so)."""
+        s, run = self.sizes, self.layout.search
+        command = (
+            "automoe.search",
+            "--strategy=evolution",
+            f"--run={run}",
+            f"--supernet={self.layout.supernet}",
+            "--latency=measured",
+            f"--constraint=latency_ms<={self.bound()}",
+            "--objectives=loss,latency_ms",
+            f"--evaluations={s.evaluations}",
+            f"--valid-size={s.search_valid}",
+            f"--batch={s.search_batch}",
+            f"--precision={PRECISION}",
+            "--seed=0",
+            "--threads=1",
+            "--no-progress",
+            *self.common_flags(),
+        )
+        return resumable_search(
+            "search routing", run, command, self.common_flags(), ("latency dense",), slots=ALL
+        )
+
+    def _scoring(self, row: str, seed: int) -> list[Stage]:
+        """Test BLEU and chrF per pair: of each per-pair export, or of the whole model."""
+        s, name = self.sizes, f"{row}-s{seed}"
+        test = [
+            "--split=test_2016_flickr",
+            f"--beam={s.beam}",
+            *([f"--limit={s.eval_limit}"] if s.eval_limit else []),
+            "--threads=1",
+            *self.common_flags(),
+        ]
+        trained = (f"train {name}",)
+        if not self.exported(row):
+            out = self.layout.evaluation(name)
+            command = ("automoe.evaluate", f"--model={self.layout.train(name)}", *test)
+            return [
+                Stage(
+                    f"eval {name}",
+                    out,
+                    trained,
+                    (*command, f"--out={out}"),
+                    minutes=s.eval_minutes,
+                )
+            ]
+        stages = []
+        for pair in s.pairs:
+            export = self.layout.export(name, pair)
+            out = self.layout.evaluation(name, pair)
+            stages.append(
+                Stage(
+                    f"export {name} {pair}",
+                    export,
+                    trained,
+                    (
+                        "automoe.export",
+                        f"--model={self.layout.train(name)}",
+                        f"--task={pair}",
+                        "--weights=fp32",
+                        f"--out={export}",
+                    ),
+                    minutes=1.0,
+                )
+            )
+            stages.append(
+                Stage(
+                    f"eval {name} {pair}",
+                    out,
+                    (f"export {name} {pair}",),
+                    (
+                        "automoe.evaluate",
+                        f"--model={export}",
+                        f"--pairs={pair}",
+                        *test,
+                        f"--out={out}",
+                    ),
+                    minutes=s.eval_minutes / len(s.pairs),
+                )
+            )
+        return stages
+
+    def timed_models(self) -> dict[str, Path]:
+        """Row -> the first seed's model deployed for the first pair (what gets timed)."""
+        first, pair = self.sizes.seeds[0], self.sizes.pairs[0]
+        return {row: self.deployed(row, first, pair) for row in ROWS}
+
+    def _timings(self) -> list[Stage]:
+        """Throughput at every batch size and peak memory, each alone on the machine."""
+        s, threads = self.sizes, self.inputs.timing_threads
+        first, pair = s.seeds[0], s.pairs[0]
+        deps = tuple(
+            f"export {row}-s{first} {pair}" if self.exported(row) else f"train {row}-s{first}"
+            for row in ROWS
+        )
+        return [
+            Stage(
+                "timing throughput",
+                self.layout.throughput,
+                deps,
+                action=lambda: timing.measure_throughput(
+                    self.timed_models(), self.layout.throughput, s, threads, self.inputs.data_dir
+                ),
+                about=f"beam-{s.beam} decoding of {pair} test sentences at batch "
+                f"{', '.join(map(str, s.batch_sizes))}, models interleaved "
+                "(benchmarks/task_moe/timing.py)",
+                slots=ALL,
+                threads=threads,
+                minutes=s.timing_minutes,
+            ),
+            Stage(
+                "timing memory",
+                self.layout.memory,
+                deps,
+                action=lambda: timing.measure_memory(
+                    self.timed_models(), self.layout.memory, s, threads, self.inputs.data_dir
+                ),
+                about=f"peak resident memory of `python -m automoe.translate` on "
+                f"{s.memory_sentences} {pair} test sentences (benchmarks/task_moe/timing.py)",
+                slots=ALL,
+                threads=threads,
+                minutes=s.timing_minutes / 2,
+            ),
+        ]
