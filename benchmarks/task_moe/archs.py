@@ -1,10 +1,11 @@
 """The models the Task-MoE comparison trains, all architectures of one space.
 
 `dense` is the space's largest dense architecture (one expert of the widest FFN per layer).
-The MoE rows keep its shape and put `EXPERTS` equal top-1 experts in every FFN layer, routed
-by token, by source sentence or by task in every layer; `mixed` routes the encoder by token
-and the decoder by task, the paper's best setting. Exported per task, a task-routed layer is
-one dense FFN of the dense model's width, so `task` deploys at the dense model's size.
+The MoE rows keep its shape and put `EXPERTS` equal top-1 experts (or as many as the space
+allows) in every FFN layer, routed by token, by source sentence or by task in every layer;
+`mixed` routes the encoder by token and the decoder by task, the paper's best setting.
+Exported per task, a task-routed layer is one dense FFN of the dense model's width, so `task`
+deploys at the dense model's size.
 """
 
 from __future__ import annotations
@@ -34,8 +35,9 @@ def model_arch(space: SearchSpace, row: str) -> ArchConfig:
     if routing is not None:
         data = arch.to_dict()
         for side, mode in zip(("encoder", "decoder"), routing, strict=True):
+            experts = min(EXPERTS, max(space.to_dict()[side]["experts"]))
             widths = data[f"{side}_ffn_dims"]
-            data[f"{side}_ffn_dims"] = [layer * EXPERTS for layer in widths]
+            data[f"{side}_ffn_dims"] = [layer * experts for layer in widths]
             data[f"{side}_routing"] = [mode] * len(widths)
         arch = ArchConfig.from_dict(data)
     space.validate(arch)
