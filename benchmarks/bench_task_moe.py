@@ -29,13 +29,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 from common import RESULTS, machine_info
-from staged.command import here, parse_seeds, run_invocation
+from staged.command import Invocation, here, parse_seeds, run_invocation
 from staged.settings import fix_settings
-from staged.stages import Outcome, Scheduler, StageTimes
+from staged.stages import Outcome, StageTimes
 from task_moe import report
 from task_moe.plan import SPACE, Inputs, Plan
 from task_moe.results import Collector
@@ -104,31 +103,21 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(plan: Plan, args: argparse.Namespace, argv: list[str]) -> int:
     info = machine_info(args.timing_threads)
-    times = StageTimes(plan.layout.stage_times)
-    scheduler = Scheduler(
+    how = Invocation(
         args.jobs,
-        plan.layout.logs,
-        times,
-        None if args.time_limit is None else time.monotonic() + args.time_limit * 60,
+        args.time_limit,
         plan.sizes.min_start,
         plan.sizes.margin,
         args.quick if args.inline is None else args.inline,
-    )
-
-    def write_report(outcome: Outcome, cont: str) -> list[Path]:
-        collected = Collector(plan).collect()
-        report.write(plan, collected, outcome, times, info, cont, args.quick)
-        return [plan.layout.report_md, plan.layout.report_json]
-
-    return run_invocation(
-        plan.stages,
-        scheduler,
-        plan.layout.work,
         "benchmarks/bench_task_moe.py",
         argv,
-        write_report,
-        args.time_limit,
     )
+
+    def write_report(outcome: Outcome, times: StageTimes, again: str) -> list[Path]:
+        report.write(plan, Collector(plan).collect(), outcome, times, info, again, args.quick)
+        return [plan.layout.report_md, plan.layout.report_json]
+
+    return run_invocation(plan.stages, plan.layout, how, write_report)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,14 @@ from typing import Any
 
 from common import machine_markdown, markdown_table
 from staged.records import last_metrics, training_record
-from staged.report import PENDING, fmt, over_seeds, pending_lines
+from staged.report import (
+    PENDING,
+    fmt,
+    over_seeds,
+    pending_lines,
+    sentences_scored,
+    status_line,
+)
 from staged.stages import Outcome, StageTimes
 
 from automoe.files import write_text_atomic
@@ -250,11 +257,9 @@ def _budget(plan: Plan, collected: dict[str, Any]) -> str:
 def intro(plan: Plan, collected: dict[str, Any], quick: bool, pending: int) -> str:
     """Status, and how every column is measured."""
     s = plan.sizes
-    status = "complete" if not pending else f"{pending} stage(s) pending (see the end)"
-    toy = " QUICK RUN (--quick): toy sizes, the figures mean nothing." if quick else ""
-    sentences = f"first {s.eval_limit}" if s.eval_limit else "all 1,000"
+    sentences = sentences_scored(s.eval_limit)
     return (
-        f"Status: {status}.{toy}\n\n"
+        f"{status_line(pending, quick)}\n\n"
         "Every model is trained from scratch with the same budget: "
         f"{_budget(plan, collected)}, seeds {list(s.seeds)}, dropout {s.dropout}. BLEU and "
         f"chrF: sacrebleu on test_2016_flickr ({sentences} sentences), beam {s.beam}, mean "

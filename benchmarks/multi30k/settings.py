@@ -9,6 +9,8 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from staged.layout import StagedLayout
+
 # Sizes that only decide when stages start and stop, not what they compute.
 SCHEDULING = (
     "eval_minutes",
@@ -120,28 +122,10 @@ def sizes_for(quick: bool, **overrides: Any) -> Sizes:
 
 
 @dataclass(frozen=True)
-class Layout:
-    """The folders: `work` holds every stage's output, `results` the committed report."""
+class Layout(StagedLayout):
+    """The folders of this benchmark's stages (`StagedLayout`: the common ones)."""
 
-    work: Path
-    results: Path
-
-    @property
-    def figures(self) -> Path:
-        """Figures and architecture files beside the report (committed with it)."""
-        return self.results / "multi30k"
-
-    @property
-    def report_md(self) -> Path:
-        return self.results / "multi30k.md"
-
-    @property
-    def report_json(self) -> Path:
-        return self.results / "multi30k.json"
-
-    @property
-    def supernet(self) -> Path:
-        return self.work / "supernet"
+    NAME = "multi30k"
 
     @property
     def latency_csv(self) -> Path:
@@ -162,9 +146,6 @@ class Layout:
     def search(self, key: str) -> Path:
         return self.work / "search" / key
 
-    def train(self, name: str) -> Path:
-        return self.work / "train" / name
-
     def evaluation(self, name: str) -> Path:
         return self.work / "eval" / f"{name}.json"
 
@@ -183,11 +164,3 @@ class Layout:
     @property
     def throughput(self) -> Path:
         return self.work / "timing" / "throughput.json"
-
-    @property
-    def logs(self) -> Path:
-        return self.work / "logs"
-
-    @property
-    def stage_times(self) -> Path:
-        return self.work / "stage_times.json"

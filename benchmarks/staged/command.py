@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import shlex
 import signal
+import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from automoe.errors import AutomoeError
-from staged.stages import Outcome, Scheduler, Stage
+from staged.layout import StagedLayout
+from staged.stages import Outcome, Scheduler, Stage, StageTimes
 
 
 def parse_seeds(text: str | None, minimum: int = 1) -> tuple[int, ...] | None:
@@ -38,24 +41,45 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
+@dataclass(frozen=True)
+class Invocation:
+    """How one invocation runs: cores, time limit (minutes), the scheduler's start and stop
+    margins, in-process or not, and the command line that repeats it."""
+
+    jobs: int
+    time_limit: float | None
+    min_start: float
+    margin: float
+    inline: bool
+    script: str
+    argv: Sequence[str]
+
+    @property
+    def again(self) -> str:
+        return " ".join([f"python {self.script}", *map(shlex.quote, self.argv)])
+
+
+Report = Callable[[Outcome, StageTimes, str], Sequence[Path]]
+
+
 def run_invocation(
     stages: Callable[[], Sequence[Stage]],
-    scheduler: Scheduler,
-    work: Path,
-    script: str,
-    argv: Sequence[str],
-    write_report: Callable[[Outcome, str], Sequence[Path]],
-    time_limit: float | None,
+    layout: StagedLayout,
+    how: Invocation,
+    write_report: Report,
 ) -> int:
     """Run what can run (SIGTERM stops the stages, keeping their checkpoints), write the
     report whatever happened, and say what is pending and how to continue."""
-    all_stages = stages()
-    done = sum(s.done() for s in all_stages)
-    limit = f", time limit {time_limit:g} min" if time_limit else ""
-    print(f"{done} of {len(all_stages)} stages done in {work}; {scheduler.cores} core(s){limit}")
+    times = StageTimes(layout.stage_times)
+    deadline = None if how.time_limit is None else time.monotonic() + how.time_limit * 60
+    scheduler = Scheduler(
+        how.jobs, layout.logs, times, deadline, how.min_start, how.margin, how.inline
+    )
+    done = sum(s.done() for s in stages())
+    limit = f", time limit {how.time_limit:g} min" if how.time_limit else ""
+    print(f"{done} of {len(stages())} stages done in {layout.work}; {how.jobs} core(s){limit}")
     previous = signal.signal(signal.SIGTERM, _interrupt)
     interrupted = False
-    cont = " ".join([f"python {script}", *map(shlex.quote, argv)])
     try:
         scheduler.run(stages)
     except KeyboardInterrupt:
@@ -63,14 +87,14 @@ def run_invocation(
         print("interrupted: stopping the running stages (their checkpoints are kept)")
     finally:
         signal.signal(signal.SIGTERM, previous)
-        written = write_report(scheduler.outcome, cont)
+        written = write_report(scheduler.outcome, times, how.again)
     outcome = scheduler.outcome
     pending = [s.name for s in stages() if not s.done()]
     print(f"ran {len(outcome.done)} stage(s): {', '.join(outcome.done) or 'none'}")
     print(f"wrote {' and '.join(map(str, written))}")
     if pending:
         print(f"{len(pending)} stage(s) pending: {', '.join(pending)}")
-        print(f"continue with: {cont}")
+        print(f"continue with: {how.again}")
     else:
         print("every stage is done")
     if outcome.failed:

@@ -36,3 +36,14 @@ def over_seeds(stats: dict[str, Any] | None) -> str:
     if len(stats["values"]) < 2:
         return f"{stats['mean']:.2f}"
     return f"{stats['mean']:.2f} ({stats['min']:.2f}-{stats['max']:.2f})"
+
+
+def status_line(pending: int, quick: bool) -> str:
+    """The report's first line: complete or how much is pending; a quick run says so."""
+    status = "complete" if not pending else f"{pending} stage(s) pending (see the end)"
+    toy = " QUICK RUN (--quick): toy sizes, the figures mean nothing." if quick else ""
+    return f"Status: {status}.{toy}"
+
+
+def sentences_scored(eval_limit: int) -> str:
+    return f"first {eval_limit}" if eval_limit else "all 1,000"

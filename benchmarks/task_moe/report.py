@@ -10,7 +10,14 @@ from typing import Any
 
 from common import machine_markdown, markdown_table
 from staged.records import last_metrics
-from staged.report import PENDING, fmt, over_seeds, pending_lines
+from staged.report import (
+    PENDING,
+    fmt,
+    over_seeds,
+    pending_lines,
+    sentences_scored,
+    status_line,
+)
 from staged.stages import Outcome, StageTimes
 
 from automoe.files import write_text_atomic
@@ -237,11 +244,9 @@ def _budget(plan: Plan, collected: dict[str, Any]) -> str:
 
 def intro(plan: Plan, collected: dict[str, Any], quick: bool, pending: int) -> str:
     s = plan.sizes
-    status = "complete" if not pending else f"{pending} stage(s) pending (see the end)"
-    toy = " QUICK RUN (--quick): toy sizes, the figures mean nothing." if quick else ""
-    sentences = f"first {s.eval_limit}" if s.eval_limit else "all 1,000"
+    sentences = sentences_scored(s.eval_limit)
     return (
-        f"Status: {status}.{toy}\n\n"
+        f"{status_line(pending, quick)}\n\n"
         f"One-to-many training on {', '.join(s.pairs)} (balanced sampling), every model from "
         f"scratch with the same budget: {_budget(plan, collected)}, seeds {list(s.seeds)}, "
         f"dropout {s.dropout}, bf16. BLEU and chrF: sacrebleu on test_2016_flickr "

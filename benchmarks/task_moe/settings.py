@@ -6,6 +6,8 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from staged.layout import StagedLayout
+
 # Sizes that only decide when stages start and stop, not what they compute.
 SCHEDULING = ("eval_minutes", "timing_minutes", "min_start", "margin", "timing_wait_s")
 
@@ -102,40 +104,19 @@ def sizes_for(quick: bool, **overrides: Any) -> Sizes:
 
 
 @dataclass(frozen=True)
-class Layout:
-    """The folders: `work` holds every stage's output, `results` the committed report."""
+class Layout(StagedLayout):
+    """The folders of this benchmark's stages (`StagedLayout`: the common ones)."""
 
-    work: Path
-    results: Path
-
-    @property
-    def figures(self) -> Path:
-        """Architecture files, the search's record and figures beside the report."""
-        return self.results / "task_moe"
+    NAME = "task_moe"
 
     def arch(self, row: str) -> Path:
         return self.figures / f"{row}.yaml"
-
-    @property
-    def report_md(self) -> Path:
-        return self.results / "task_moe.md"
-
-    @property
-    def report_json(self) -> Path:
-        return self.results / "task_moe.json"
-
-    def train(self, name: str) -> Path:
-        return self.work / "train" / name
 
     def export(self, name: str, pair: str) -> Path:
         return self.work / "export" / name / f"{pair}.pt"
 
     def evaluation(self, name: str, pair: str | None = None) -> Path:
         return self.work / "eval" / (f"{name}.json" if pair is None else f"{name}-{pair}.json")
-
-    @property
-    def supernet(self) -> Path:
-        return self.work / "supernet"
 
     @property
     def dense_latency(self) -> Path:
@@ -152,11 +133,3 @@ class Layout:
     @property
     def memory(self) -> Path:
         return self.work / "timing" / "memory.json"
-
-    @property
-    def logs(self) -> Path:
-        return self.work / "logs"
-
-    @property
-    def stage_times(self) -> Path:
-        return self.work / "stage_times.json"
