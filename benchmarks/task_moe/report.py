@@ -63,15 +63,24 @@ def _speed(collected: dict[str, Any], row: str, size: int) -> dict[str, Any] | N
     return record["models"][row]["batch"].get(str(size))
 
 
+def _per_pair(deploy: dict[str, Any] | None, key: str, spec: str) -> str:
+    """One figure when every pair deploys the same size, else the range over pairs."""
+    if deploy is None:
+        return PENDING
+    values = sorted(d[key] for d in deploy["pairs"].values())
+    low, high = format(values[0], spec), format(values[-1], spec)
+    return low if low == high else f"{low}-{high}"
+
+
 def deployment_table(plan: Plan, collected: dict[str, Any]) -> str:
     pair = plan.sizes.pairs[0]
     sizes = plan.sizes.batch_sizes
     header = [
         "model",
         "total params",
-        f"deployed params ({pair})",
-        f"deployed file MiB ({pair})",
-        "peak RSS MiB",
+        "deployed params per pair",
+        "deployed file MiB per pair",
+        f"peak RSS MiB ({pair})",
         *(f"sent/s @{b} (x dense)" for b in sizes),
     ]
     memory = collected["memory"]
@@ -82,8 +91,8 @@ def deployment_table(plan: Plan, collected: dict[str, Any]) -> str:
         cells = [
             LABELS[row],
             PENDING if deploy is None else f"{deploy['total_params']:,}",
-            PENDING if deploy is None else f"{deploy['pairs'][pair]['params']:,}",
-            fmt(None if deploy is None else deploy["pairs"][pair]["file_mib"], ".1f"),
+            _per_pair(deploy, "params", ","),
+            _per_pair(deploy, "file_mib", ".1f"),
             fmt(rss, ".0f"),
         ]
         for size in sizes:
