@@ -232,8 +232,11 @@ def local_keys(tmp_path: Path, tiny_run: Path, data_dir: Path, *extra: str) -> l
 
 
 # Kill tests: budgets large enough that the victim, slowed by a loaded machine, still holds a
-# claim after its first results before the others have spent the whole budget.
+# claim after its first results before the others have spent the whole budget; heartbeats far
+# enough apart that a loaded machine delaying one SQLite write does not fail the victim's
+# claims as stale before it is killed (it did at 1 s, under two trainings beside the tests).
 KILL_BUDGET = 40
+KILL_HEARTBEAT = "--heartbeat=3"
 EVOLUTION = [
     "--strategy=evolution",
     "--option=population=8",
@@ -323,7 +326,7 @@ def test_sqlite_workers_started_together_share_one_search_through_a_kill(
     killed worker's results kept, the same architectures one process scores; each worker's run
     folder receives the whole record."""
     url = f"sqlite:///{tmp_path / 'search.db'}"
-    args = worker_args(url, tiny_run, data_dir, *EVOLUTION, "--heartbeat=1")
+    args = worker_args(url, tiny_run, data_dir, *EVOLUTION, KILL_HEARTBEAT)
     survivor = start_worker("survivor", tmp_path / "survivor", args)
     victim = start_worker("victim", tmp_path / "victim", args)
     claim = freeze_and_kill(victim, url, "victim", scored=1)
@@ -354,7 +357,7 @@ def test_three_postgres_workers_share_one_search_through_a_kill(
         f"--evaluations={KILL_BUDGET}",
         "--batch=8",
     ]
-    args = worker_args(postgres_database, tiny_run, data_dir, *extra, "--heartbeat=1")
+    args = worker_args(postgres_database, tiny_run, data_dir, *extra, KILL_HEARTBEAT)
     procs = {name: start_worker(name, tmp_path / name, args) for name in ("a", "b", "victim")}
     claim = freeze_and_kill(procs.pop("victim"), postgres_database, "victim", scored=1)
     done = complete(postgres_database)
