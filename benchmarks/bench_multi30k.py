@@ -36,9 +36,8 @@ from multi30k import report
 from multi30k.plan import Inputs, Plan, supernet_ready
 from multi30k.results import Collector
 from multi30k.settings import Layout, sizes_for
-from staged.command import Invocation, here, parse_seeds, run_invocation
+from staged.command import here, parse_seeds, run_plan
 from staged.settings import fix_settings
-from staged.stages import Outcome, StageTimes
 
 from automoe.argtypes import positive_float, positive_int
 from automoe.data.registry import resolve_dataset_dir
@@ -132,26 +131,16 @@ def main(argv: list[str] | None = None) -> int:
                 "sizes": sizes.fixed(),
             },
         )
-        return _run(Plan(sizes, layout, inputs), args, argv)
-
-
-def _run(plan: Plan, args: argparse.Namespace, argv: list[str]) -> int:
-    info = machine_info(args.latency_threads)
-    how = Invocation(
-        args.jobs,
-        args.time_limit,
-        plan.sizes.min_start,
-        plan.sizes.margin,
-        args.quick if args.inline is None else args.inline,
-        "benchmarks/bench_multi30k.py",
-        argv,
-    )
-
-    def write_report(outcome: Outcome, times: StageTimes, again: str) -> list[Path]:
-        report.write(plan, Collector(plan).collect(), outcome, times, info, again, args.quick)
-        return [plan.layout.report_md, plan.layout.report_json]
-
-    return run_invocation(plan.stages, plan.layout, how, write_report)
+        plan = Plan(sizes, layout, inputs)
+        return run_plan(
+            plan,
+            args,
+            argv,
+            "benchmarks/bench_multi30k.py",
+            machine_info(args.latency_threads),
+            lambda: Collector(plan).collect(),
+            report.write,
+        )
 
 
 if __name__ == "__main__":

@@ -32,9 +32,8 @@ import sys
 from pathlib import Path
 
 from common import RESULTS, machine_info
-from staged.command import Invocation, here, parse_seeds, run_invocation
+from staged.command import here, parse_seeds, run_plan
 from staged.settings import fix_settings
-from staged.stages import Outcome, StageTimes
 from task_moe import report
 from task_moe.plan import SPACE, Inputs, Plan
 from task_moe.results import Collector
@@ -98,26 +97,16 @@ def main(argv: list[str] | None = None) -> int:
     inputs = Inputs(here(args.space), args.data_dir, args.jobs, args.timing_threads)
     with locked_folder(work, "bench_task_moe.py"):
         fix_settings(work, {"space": space.to_dict(), "sizes": sizes.fixed()})
-        return _run(Plan(sizes, layout, inputs), args, argv)
-
-
-def _run(plan: Plan, args: argparse.Namespace, argv: list[str]) -> int:
-    info = machine_info(args.timing_threads)
-    how = Invocation(
-        args.jobs,
-        args.time_limit,
-        plan.sizes.min_start,
-        plan.sizes.margin,
-        args.quick if args.inline is None else args.inline,
-        "benchmarks/bench_task_moe.py",
-        argv,
-    )
-
-    def write_report(outcome: Outcome, times: StageTimes, again: str) -> list[Path]:
-        report.write(plan, Collector(plan).collect(), outcome, times, info, again, args.quick)
-        return [plan.layout.report_md, plan.layout.report_json]
-
-    return run_invocation(plan.stages, plan.layout, how, write_report)
+        plan = Plan(sizes, layout, inputs)
+        return run_plan(
+            plan,
+            args,
+            argv,
+            "benchmarks/bench_task_moe.py",
+            machine_info(args.timing_threads),
+            lambda: Collector(plan).collect(),
+            report.write,
+        )
 
 
 if __name__ == "__main__":

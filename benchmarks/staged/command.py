@@ -3,12 +3,14 @@ relative to the working directory, and one invocation of the scheduler with its 
 
 from __future__ import annotations
 
+import argparse
 import shlex
 import signal
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Protocol
 
 from automoe.errors import AutomoeError
 from staged.layout import StagedLayout
@@ -101,3 +103,43 @@ def run_invocation(
         print(f"{len(outcome.failed)} stage(s) failed: {', '.join(outcome.failed)} (see logs)")
         return 1
     return 130 if interrupted else 0
+
+
+class Planned(Protocol):
+    """What `run_plan` needs of a benchmark's plan."""
+
+    layout: StagedLayout
+
+    @property
+    def sizes(self) -> Any: ...
+
+    def stages(self) -> list[Stage]: ...
+
+
+def run_plan(
+    plan: Planned,
+    args: argparse.Namespace,
+    argv: Sequence[str],
+    script: str,
+    info: dict[str, Any],
+    collect: Callable[[], dict[str, Any]],
+    write: Callable[..., None],
+) -> int:
+    """One invocation of a staged benchmark from its parsed command line (`--jobs`,
+    `--time-limit`, `--quick`, `--inline`): `write(plan, collect(), outcome, times, info,
+    again, quick)` writes its report, `collect` reading the outputs once the stages ran."""
+    how = Invocation(
+        args.jobs,
+        args.time_limit,
+        plan.sizes.min_start,
+        plan.sizes.margin,
+        args.quick if args.inline is None else args.inline,
+        script,
+        argv,
+    )
+
+    def write_report(outcome: Outcome, times: StageTimes, again: str) -> list[Path]:
+        write(plan, collect(), outcome, times, info, again, args.quick)
+        return [plan.layout.report_md, plan.layout.report_json]
+
+    return run_invocation(plan.stages, plan.layout, how, write_report)
