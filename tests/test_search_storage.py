@@ -298,6 +298,20 @@ def freeze_and_kill(proc: subprocess.Popen[str], url: str, worker: str, scored: 
     )
 
 
+def expired(url: str, claim: int) -> Any:
+    """The claim after another worker of the study expired stale claims (waiting out the
+    grace period of the kill tests' heartbeat)."""
+    checker = SharedStudy(url, "s", "checker")
+    checker.start(checker.attach())
+    deadline = time.monotonic() + 4 * checker.grace_s
+    while True:
+        checker.expire_stale()
+        held = next(t for t in study(url).get_trials(deepcopy=False) if t._trial_id == claim)
+        if held.state != TrialState.RUNNING or time.monotonic() > deadline:
+            return held
+        time.sleep(0.5)
+
+
 def check_kill_survived(
     url: str, killed: str, claim: int, budget: int, before: list[str]
 ) -> list[str]:
@@ -306,6 +320,14 @@ def check_kill_survived(
     architectures in the order of the search."""
     trials = study(url).get_trials(deepcopy=False)
     held = next(t for t in trials if t._trial_id == claim)
+    if held.state == TrialState.RUNNING:
+        # Killed before it released a claim that lost its race: no architecture waited on it,
+        # so the others could finish without failing it; any worker's look at the study once
+        # its heartbeat is stale fails it.
+        assert held.user_attrs["arch_key"] in {
+            t.user_attrs["arch_key"] for t in trials if t.state == TrialState.COMPLETE
+        }
+        held = expired(url, claim)
     assert held.state == TrialState.FAIL
     done = [t for t in trials if t.state == TrialState.COMPLETE]
     keys = [t.user_attrs["arch_key"] for t in done]
