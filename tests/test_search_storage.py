@@ -181,6 +181,29 @@ def test_a_claim_stands_once_and_a_dead_claim_expires(tmp_path: Path) -> None:
     assert two.claim(arch, {"index": 0}, {}) is None  # scored: nobody claims it again
 
 
+def test_a_database_claim_whose_worker_died_before_its_first_beat_expires(
+    tmp_path: Path,
+) -> None:
+    """Optuna never fails a running trial without a heartbeat: a worker killed between creating
+    its claim and beating for it must not keep the architecture claimed for good."""
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    one, two = SharedStudy(url, "s", "one"), SharedStudy(url, "s", "two")
+    for worker in (one, two):
+        worker.start(_settings("random"))
+    space = tiny_space()
+    beating = one.claim(space.smallest(), {"index": 0}, {})
+    one._first_beat = lambda trial_id: None  # type: ignore[method-assign]  # dies before it
+    dead = one.claim(space.largest(), {"index": 1}, {})
+    assert dead is not None and beating is not None
+    time.sleep(two.grace_s + 1.5)
+    two.expire_stale()
+    states = {e.trial_id: (e.state, e.attrs.get("fail_reason")) for e in two.entries()}
+    assert states[dead] == (TrialState.FAIL, STALE)
+    assert states[beating] == (TrialState.RUNNING, None)  # its worker beats: it stands
+    again = two.claim(space.largest(), {"index": 1}, {})
+    assert again is not None and two.finish(again, {"loss": 1.0}, [1.0, 2.0])
+
+
 def test_a_failed_evaluation_is_a_result_not_a_lost_claim(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 's.db'}"
     worker = SharedStudy(url, "s", "w")

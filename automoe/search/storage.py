@@ -30,7 +30,10 @@ made: an earlier claim was visible to every later one, and exactly one claim sta
 
 Heartbeats: a worker beats for its live claims from a background thread. RDB storages use
 Optuna's own (`RDBStorage(heartbeat_interval, grace_period)`, `fail_stale_trials`, clocked by
-the database server). Optuna 5's journal storage has no heartbeats, so a journal claim carries
+the database server). Optuna never fails a trial that has no heartbeat yet, so a database
+claim is created with its time in `automoe:unbeaten`, cleared once its first beat is written;
+waiting workers fail a claim still unbeaten after the grace period (its worker died between
+the two writes). Optuna 5's journal storage has no heartbeats, so a journal claim carries
 its last beat (this machine's clock) as system attribute `automoe:heartbeat`, and waiting
 workers fail claims whose beat is older than the grace period themselves.
 """
@@ -65,6 +68,10 @@ from automoe.strategies.optuna_storage import Heartbeat, quiet
 SETTINGS_ATTR = "automoe:settings"
 REFERENCES_ATTR = "automoe:references"
 BEAT_ATTR = "automoe:heartbeat"
+# Database storages: when a claim was made, until its first heartbeat is recorded (then None).
+# Optuna never fails a running trial without a heartbeat, so a worker killed between the two
+# writes would otherwise leave its architecture claimed for good.
+UNBEATEN_ATTR = "automoe:unbeaten"
 FAILED_EVALUATION = "evaluation failed"
 LOST = "lost: another worker claimed this architecture first"
 RELEASED = "released: its worker stopped before scoring it"
@@ -421,19 +428,28 @@ class SharedStudy:
         `attrs` are the user attributes known before scoring (index, costs...), `constraints`
         the constraint values by name."""
         key = arch.key()
+        system = {f"constraints:{name}": value for name, value in constraints.items()}
+        if not is_journal(self.url):
+            system[UNBEATEN_ATTR] = time.time()
         template = create_trial(
             state=TrialState.RUNNING,
             user_attrs={**attrs, "arch_key": key, "arch": arch.to_dict(), "worker": self.worker},
-            system_attrs={f"constraints:{name}": value for name, value in constraints.items()},
+            system_attrs=system,
         )
         trial_id = self.storage.create_new_trial(self._id(), template)
-        assert self._beat is not None
-        self._beat.add(trial_id)
+        self._first_beat(trial_id)
         rivals = [e for e in self.entries() if e.key == key and e.trial_id != trial_id]
         if any(e.told or (e.live and e.trial_id < trial_id) for e in rivals):
             self.release([trial_id], LOST)
             return None
         return trial_id
+
+    def _first_beat(self, trial_id: int) -> None:
+        """Beat for a new claim from now on; on a database, clear its unbeaten mark."""
+        assert self._beat is not None
+        self._beat.add(trial_id)
+        if not is_journal(self.url):
+            self.storage.set_trial_system_attr(trial_id, UNBEATEN_ATTR, None)
 
     def finish(self, trial_id: int, attrs: Mapping[str, Any], values: list[float] | None) -> bool:
         """Record a claim's result (`values` None: scoring failed). False when the claim was no
@@ -467,11 +483,19 @@ class SharedStudy:
 
     def expire_stale(self) -> None:
         """Fail the claims whose worker stopped beating, so that others score them."""
+        now = time.time()
         if not is_journal(self.url):
             with quiet():
                 fail_stale_trials(self._study)  # type: ignore[arg-type]
+            unbeaten = [
+                e
+                for e in self.entries()
+                if e.live
+                and e.system.get(UNBEATEN_ATTR) is not None
+                and now - float(e.system[UNBEATEN_ATTR]) > self.grace_s
+            ]
+            self.release(unbeaten, STALE)
             return
-        now = time.time()
         stale = []
         for entry in self.entries():
             if not entry.live:
