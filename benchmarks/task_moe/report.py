@@ -223,7 +223,7 @@ def search_md(collected: dict[str, Any], figure: str | None) -> str:
     return "\n".join(lines)
 
 
-def compute_md(plan: Plan, times: StageTimes) -> str:
+def compute_md(times: StageTimes) -> str:
     """Wall and CPU hours per kind of stage (CPU = wall x threads)."""
     kinds: dict[str, list[float]] = {}
     for name, entry in times.data.items():
@@ -326,7 +326,7 @@ def write(
         "",
         "## Compute",
         "",
-        compute_md(plan, times),
+        compute_md(times),
         "",
         "## Commands",
         "",
