@@ -101,13 +101,15 @@ def _all_batches(call: Callable[[], None], count: int) -> Callable[[], None]:
     return run
 
 
-# Runs a command's main and writes the process's own peak resident set (VmHWM, kB) to the file
-# named first. Not the kernel's rusage: a child's ru_maxrss keeps the size of the process it
+# Imports a command's module (mode "run": runs its main on the remaining arguments) and writes
+# the process's own peak resident set (VmHWM, kB) to the file named first. Not the kernel's
+# rusage: a child's ru_maxrss keeps the size of the process it
 # was forked from, here the benchmark with every model loaded.
 _PEAK = """
 import importlib, sys
-out, module, args = sys.argv[1], sys.argv[2], sys.argv[3:]
-code = importlib.import_module(module).main(args) if module else 0
+out, module, mode, args = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:]
+main = importlib.import_module(module).main
+code = main(args) if mode == "run" else 0
 with open("/proc/self/status") as status:
     peak = next(line.split()[1] for line in status if line.startswith("VmHWM:"))
 with open(out, "w") as f:
@@ -147,11 +149,9 @@ def _peak_rss_mib(out: Path, module: str, args: list[str] | None) -> float:
     """Peak resident set of a fresh process running `module`'s main on `args` (None: only
     importing it), in MiB."""
     peak = out.with_name("peak_kb.txt")
-    code = "" if args is not None else f"import {module}\n"
-    command = [sys.executable, "-c", code + _PEAK, str(peak), module if args is not None else ""]
-    proc = subprocess.run(
-        [*command, *(args or [])], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=False
-    )
+    mode = "import" if args is None else "run"
+    command = [sys.executable, "-c", _PEAK, str(peak), module, mode, *(args or [])]
+    proc = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=False)
     if proc.returncode != 0:
         raise RuntimeError(f"{module} failed: {proc.stderr.decode(errors='replace')[-500:]}")
     kib = int(peak.read_text())
