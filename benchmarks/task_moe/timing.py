@@ -103,8 +103,8 @@ def _all_batches(call: Callable[[], None], count: int) -> Callable[[], None]:
 
 # Imports a command's module (mode "run": runs its main on the remaining arguments) and writes
 # the process's own peak resident set (VmHWM, kB) to the file named first. Not the kernel's
-# rusage: a child's ru_maxrss keeps the size of the process it
-# was forked from, here the benchmark with every model loaded.
+# rusage: a child's ru_maxrss keeps the size of the process it was forked from, here the
+# benchmark with every model loaded.
 _PEAK = """
 import importlib, sys
 out, module, mode, args = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:]
