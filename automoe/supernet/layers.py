@@ -19,6 +19,37 @@ from automoe.supernet.moe import MoEFeedForward, RoutingContext, RoutingStats
 KVCache = dict[str, Tensor]
 
 
+def attention(
+    q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, dropout: float, causal: bool
+) -> Tensor:
+    """Scaled dot-product attention over [B, heads, T, head_dim] tensors.
+
+    bf16 training on the CPU takes plain matmuls: there PyTorch's fused CPU kernels make a
+    whole training step 1.13-1.15x as long at translation lengths, while in fp32 they save
+    6-9% (benchmarks/results/train_attention.md). Decoding and CUDA keep the fused kernels.
+    """
+    if q.device.type == "cpu" and q.dtype == torch.bfloat16 and q.requires_grad:
+        return attention_in_matmuls(q, k, v, mask, dropout, causal)
+    return F.scaled_dot_product_attention(
+        q, k, v, attn_mask=mask, dropout_p=dropout, is_causal=causal
+    )
+
+
+def attention_in_matmuls(
+    q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, dropout: float, causal: bool
+) -> Tensor:
+    """softmax(QK^T / sqrt(head_dim)) V, as the fused kernels define it, in autograd's ops."""
+    scores = (q * q.shape[-1] ** -0.5) @ k.transpose(-2, -1)
+    if causal:  # top-left aligned, as the fused kernels read is_causal
+        t, s = scores.shape[-2:]
+        future = torch.ones(t, s, dtype=torch.bool, device=q.device).triu(1)
+        scores = scores.masked_fill(future, float("-inf"))
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    weights = scores.softmax(-1)
+    return (F.dropout(weights, dropout) if dropout else weights) @ v
+
+
 def sinusoid_table(num_positions: int, dim: int) -> Tensor:
     """fairseq's layout [sin half | cos half], built once at the widest dim and sliced."""
     half = dim // 2
@@ -86,7 +117,7 @@ class ElasticAttention(nn.Module):
             if cache is not None:
                 cache["k"], cache["v"] = k, v
         p = self.dropout if self.training else 0.0
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p, is_causal=causal)
+        out = attention(q, k, v, mask, p, causal)
         out = out.transpose(1, 2).reshape(b, t, -1)
         return F.linear(out, self.out_proj.weight[:d, :], self.out_proj.bias[:d])
 
