@@ -10,7 +10,8 @@ import sys
 import types
 from typing import Any
 
-from automoe.search.api import SearchRequest, search
+from automoe.search.api import search
+from automoe.search.request import SearchRequest
 from automoe.search.results import SearchResult
 
 

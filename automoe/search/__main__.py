@@ -25,13 +25,13 @@ import yaml
 from automoe.argtypes import nonnegative_int, positive_float, positive_int
 from automoe.errors import AutomoeError, run_cli
 from automoe.precision import add_precision_option
-from automoe.search.api import (
+from automoe.search.api import run_search
+from automoe.search.request import (
     DEFAULT_BATCH,
     DEFAULT_EVALUATIONS,
     DEFAULT_FRONT,
     DEFAULT_HEARTBEAT,
     SearchRequest,
-    run_search,
 )
 from automoe.search.results import report_lines
 from automoe.search.scoring import METRICS
