@@ -18,6 +18,14 @@ from automoe.precision import FP32, Precision
 from automoe.search.storage_url import storage_url
 
 
+@pytest.fixture
+def keep_threads() -> Iterator[None]:
+    """For tests of benchmarks, which fix torch's thread count: the others get theirs back."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
     """Folder containing `multi30k/`: $AUTOMOE_DATA_DIR, else ../shared/data beside the repo."""

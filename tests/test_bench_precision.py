@@ -5,11 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
@@ -20,14 +18,6 @@ from automoe.cost.flops import count_params
 from automoe.errors import run_cli
 from automoe.precision import FP32, Precision, cpu_bf16_instructions
 from automoe.space import SearchSpace
-
-
-@pytest.fixture
-def keep_threads() -> Iterator[None]:
-    """The benchmark fixes torch's thread count; other tests get theirs back."""
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_split_even_keeps_order_and_balances_sizes() -> None:
