@@ -12,6 +12,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
+from staged.report import attention_note
 from staged.settings import fix_settings
 from staged.stages import ALL, Scheduler, Stage, StageTimes
 
@@ -97,3 +98,10 @@ def test_a_failed_stage_is_reported_and_the_others_go_on(tmp_path: Path, fake_jo
     outcome = _scheduler(tmp_path).run(lambda: [broken, fine])
     assert "exit status" in outcome.failed["broken"]
     assert outcome.done == ["fine"]
+
+
+def test_attention_note_names_the_old_trainings_of_a_full_run_only() -> None:
+    note = " ".join(attention_note(("dense-s1", "switch-s1"), quick=False))
+    assert "dense-s1, switch-s1" in note and "train_attention.md" in note
+    assert attention_note(("dense-s1",), quick=True) == []
+    assert attention_note((), quick=False) == []

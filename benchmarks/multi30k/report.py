@@ -11,6 +11,7 @@ from common import machine_markdown, markdown_table
 from staged.records import last_metrics, training_record
 from staged.report import (
     PENDING,
+    attention_note,
     fmt,
     over_seeds,
     pending_lines,
@@ -23,6 +24,9 @@ from automoe.files import write_text_atomic
 from multi30k import figures
 from multi30k.plan import Plan
 from multi30k.rows import FINETUNED, LARGEST, ROWS
+
+# The trainings of the long run that began with PyTorch's fused attention kernels
+FUSED_ATTENTION_TRAININGS = ("dense-s1", "switch-s1")
 
 
 def _train_hours(row: dict[str, Any]) -> str:
@@ -339,6 +343,7 @@ def write(
             "## Compute per stage",
             "",
             markdown_table(["stage", "wall h", "threads", "CPU h", "note"], compute_rows),
+            *attention_note(FUSED_ATTENTION_TRAININGS, quick),
             "",
             "## Commands",
             "",

@@ -47,3 +47,16 @@ def status_line(pending: int, quick: bool) -> str:
 
 def sentences_scored(eval_limit: int) -> str:
     return f"first {eval_limit}" if eval_limit else "all 1,000"
+
+
+def attention_note(trainings: Sequence[str], quick: bool) -> list[str]:
+    """The trainings of this benchmark's long run that predate bf16 attention in plain matmuls:
+    their CPU-hours are not comparable as they stand with those of later ones."""
+    if quick or not trainings:
+        return []
+    return [
+        "",
+        f"Trainings {', '.join(trainings)} ran before bf16 training computed attention in plain "
+        "matmuls (2026-12-01); later ones spend 1.13-1.15x less time per update on the same "
+        "work ([train_attention.md](train_attention.md)): compare CPU-hours with that in mind.",
+    ]

@@ -12,6 +12,7 @@ from common import machine_markdown, markdown_table
 from staged.records import last_metrics
 from staged.report import (
     PENDING,
+    attention_note,
     fmt,
     over_seeds,
     pending_lines,
@@ -37,6 +38,8 @@ BLEU_GAP = 0.5  # task-MoE's mean BLEU within this of token-MoE's
 DENSE_SPEED = 0.95  # task-MoE's throughput at least this share of dense, every batch size
 TOKEN_SPEED = 1.2  # and this multiple of token-MoE's at the small batch sizes
 TOKEN_SPEED_BATCHES = (1, 16)
+# The trainings of the long run that began with PyTorch's fused attention kernels
+FUSED_ATTENTION_TRAININGS = ("dense-s1",)
 
 
 def quality_table(plan: Plan, collected: dict[str, Any]) -> str:
@@ -327,6 +330,7 @@ def write(
         "## Compute",
         "",
         compute_md(times),
+        *attention_note(FUSED_ATTENTION_TRAININGS, quick),
         "",
         "## Commands",
         "",
