@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
+from unittest import mock
 
 import pytest
 import yaml
@@ -17,6 +18,7 @@ from automoe.evaluate.quality import validation_loss
 from automoe.runs import MODEL_FILE, load_model_file
 from automoe.space import SearchSpace, SpaceError
 from automoe.supernet.supernet import SuperNet
+from automoe.train import api as train_api
 from automoe.train.__main__ import main as train_main
 from automoe.translate import main as translate_main
 
@@ -67,6 +69,25 @@ def test_an_architecture_run_resumes_exactly(
     parts = train_tiny(tmp_path / "parts", tiny_space_file, arch=arch_file, max_steps=12, stop_at=5)
     assert train_main([f"--run={parts}", "--resume", "--no-progress"]) == 0
     assert [r["loss"] for r in metrics(parts)] == [r["loss"] for r in metrics(whole)]
+
+
+def test_init_from_reads_the_supernet_once_and_lets_it_go(
+    tmp_path: Path, tiny_run: Path, arch_file: Path, data_dir: Path
+) -> None:
+    flags = [
+        f"--arch={arch_file}",
+        f"--init-from={tiny_run}",
+        f"--data-dir={data_dir}",
+        "--max-steps=1",
+        "--threads=1",
+        "--no-progress",
+    ]
+    with mock.patch.object(train_api, "load_model_file", wraps=load_model_file) as load:
+        assert train_main([f"--run={tmp_path / 'a'}", *flags]) == 0
+        assert load.call_count == 1
+        with pytest.raises(AutomoeError, match="not a SuperNet"):
+            train_main([f"--run={tmp_path / 'b'}", *flags[:1], f"--init-from={tmp_path / 'a'}"])
+    assert train_api._inherited_from.cache_info().currsize == 0
 
 
 def test_init_from_starts_at_the_supernets_inherited_weights(

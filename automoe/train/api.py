@@ -21,6 +21,7 @@ the same parser, so a wrong value fails with the same one-line message.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 from dataclasses import dataclass, fields, replace
@@ -201,7 +202,7 @@ def _supernet_defaults(path: str, space_given: bool) -> tuple[dict[str, Any], Se
     must read text with its tokenizer and route tasks by its ids."""
     if space_given:
         raise AutomoeError("--space with --init-from: the architecture lies in the SuperNet's")
-    net, tokenizer = load_model_file(path)
+    net, tokenizer = _inherited_from(str(Path(path).resolve()))
     if not isinstance(net, SuperNet):
         raise AutomoeError(f"--init-from {path}: an extracted model, not a SuperNet")
     folder = Path(path) if Path(path).is_dir() else Path(path).parent
@@ -211,6 +212,12 @@ def _supernet_defaults(path: str, space_given: bool) -> tuple[dict[str, Any], Se
     if net.config.task_names:
         data.setdefault("pairs", list(net.config.task_names))
     return data, net.space
+
+
+@functools.lru_cache(maxsize=1)
+def _inherited_from(path: str) -> tuple[Transformer, Tokenizer]:
+    """The SuperNet `--init-from` names, read once for the settings and the model of a new run."""
+    return load_model_file(path)
 
 
 def _resume_settings(run: Path, args: dict[str, Any]) -> dict[str, Any]:
@@ -248,7 +255,8 @@ def _build_trainer(
     )
     supernet = None
     if settings.get("init_from"):
-        supernet, tokenizer = load_model_file(settings["init_from"])
+        supernet, tokenizer = _inherited_from(settings["init_from"])
+        _inherited_from.cache_clear()  # the model takes a copy of its weights
     data = RunData(data_settings, settings.get("data_dir"), tokenizer=tokenizer)
     space = SearchSpace.from_dict(settings["space"], source=str(run / RUN_FILE))
     torch.manual_seed(train_settings.seed)
@@ -395,10 +403,13 @@ def run_training(args: dict[str, Any], owner: str) -> TrainResult:
     """
     world = World.from_env()
     run = Path(args["run"])
-    if not world.is_main:  # under torchrun, rank 0 holds the folder for every process
-        return _start(run, args, world)
-    with locked_folder(run, owner):
-        return _start(run, args, world)
+    try:
+        if not world.is_main:  # under torchrun, rank 0 holds the folder for every process
+            return _start(run, args, world)
+        with locked_folder(run, owner):
+            return _start(run, args, world)
+    finally:
+        _inherited_from.cache_clear()  # a run that failed early must not keep the SuperNet
 
 
 def _start(run: Path, args: dict[str, Any], world: World) -> TrainResult:
