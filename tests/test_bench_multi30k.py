@@ -14,7 +14,7 @@ BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 sys.path.insert(0, str(BENCH))
 
 import bench_multi30k  # noqa: E402
-from multi30k import archs, model_stages, results, search_stages  # noqa: E402
+from multi30k import archs, model_stages, placement, results, search_stages  # noqa: E402
 from multi30k.plan import Inputs, Plan  # noqa: E402
 from multi30k.rows import ROWS, SEARCHED  # noqa: E402
 from multi30k.settings import QUICK, Layout  # noqa: E402
@@ -168,6 +168,53 @@ def test_targets_say_met_or_missed_by_how_much() -> None:
     assert checks["SuperNet largest BLEU"]["missed_by"] == pytest.approx(2.0)
     pending = results.targets({**rows, "dense": {**rows["dense"], "bleu": None}}, {"bleu": None})
     assert pending[0]["met"] is None and "pending" in pending[0]["text"]
+
+
+def _placed(label: str, encoder: list[list[int]], decoder: list[list[int]]) -> dict:
+    return {"label": label, "arch": {"encoder_ffn_dims": encoder, "decoder_ffn_dims": decoder}}
+
+
+def _verdicts(encoder: list[list[int]], decoder: list[list[int]]) -> dict[str, bool | None]:
+    layers = placement.Layers(encoder, decoder)
+    return {check.name: check.test(layers)[1] for check in placement.CHECKS}
+
+
+def test_placement_checks_read_the_papers_patterns_off_an_architecture() -> None:
+    # Experts massed in the middle encoder layers, a 2-layer decoder falling off, mixed widths.
+    paper_like = _verdicts(
+        [[512], [512, 1024, 768], [1024, 512, 512, 768], [768, 1024]], [[512, 768, 512], [1024]]
+    )
+    assert all(paper_like.values()), paper_like
+    # The opposite: experts at the ends, a deep decoder growing with depth, equal widths.
+    opposite = _verdicts(
+        [[512] * 4, [512], [512], [1024] * 4], [[512], [1024], [768, 768], [512] * 3]
+    )
+    assert not any(opposite.values()), opposite
+    one_layer = _verdicts([[512], [512, 512], [768, 512], [512]], [[512, 768]])
+    assert one_layer["decoder experts per layer fall with depth"] is None
+    assert _verdicts([[512]] * 4, [[512]])["multi-expert layers mixing widths"] is None
+
+
+def test_placement_report_names_what_the_random_control_shares() -> None:
+    rows = {
+        "hat-half": _placed("HAT", [[512]] * 4, [[512]]),
+        "random-half": _placed("Random", [[512]] * 4, [[512]] * 4),
+        "automoe-half": _placed(
+            "AutoMoE",
+            [[512], [512, 1024, 768], [1024, 512, 512, 768], [768, 1024]],
+            [[512, 768, 512], [1024]],
+        ),
+        "automoe-third": {**_placed("Third", [], []), "arch": None},  # its search is running
+    }
+    text = placement.placement_md({"rows": {k: {"key": k, **v} for k, v in rows.items()}})
+    header = text.splitlines()[0]
+    assert "AutoMoE" in header and "Random (control)" in header and "HAT" not in header
+    assert "Third" not in header
+    assert "AutoMoE agrees with the paper on 7 of 7 patterns" in text
+    assert "Random's winner, agrees on 0 of 6" in text  # a 4-layer decoder: nothing applies
+    assert "It shares" not in text and "Only experts in the encoder;" in text
+    nothing = {k: {"key": k, **v, "arch": None} for k, v in rows.items()}
+    assert "pending" in placement.placement_md({"rows": nothing})
 
 
 @pytest.fixture

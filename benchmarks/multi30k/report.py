@@ -22,6 +22,7 @@ from staged.stages import Outcome, StageTimes
 
 from automoe.files import write_text_atomic
 from multi30k import figures
+from multi30k.placement import placement_md
 from multi30k.plan import Plan
 from multi30k.rows import FINETUNED, LARGEST, ROWS
 
@@ -339,6 +340,10 @@ def write(
             fig("bleu_latency", "BLEU against latency"),
             "",
             fig("experts", "experts per layer"),
+            "",
+            "### Where the searches put their experts",
+            "",
+            placement_md(collected),
             "",
             "## Compute per stage",
             "",
