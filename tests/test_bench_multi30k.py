@@ -14,10 +14,11 @@ BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 sys.path.insert(0, str(BENCH))
 
 import bench_multi30k  # noqa: E402
-from multi30k import archs, model_stages, placement, results, search_stages  # noqa: E402
+from multi30k import archs, model_stages, placement, report, results, search_stages  # noqa: E402
 from multi30k.plan import Inputs, Plan  # noqa: E402
 from multi30k.rows import ROWS, SEARCHED  # noqa: E402
 from multi30k.settings import QUICK, Layout  # noqa: E402
+from staged.stages import StageTimes  # noqa: E402
 
 from automoe.errors import run_cli  # noqa: E402
 from automoe.space import ArchConfig, SearchSpace  # noqa: E402
@@ -215,6 +216,25 @@ def test_placement_report_names_what_the_random_control_shares() -> None:
     assert "It shares" not in text and "Only experts in the encoder;" in text
     nothing = {k: {"key": k, **v, "arch": None} for k, v in rows.items()}
     assert "pending" in placement.placement_md({"rows": nothing})
+
+
+def test_compute_counts_recorded_stages_and_says_what_reused_inputs_did_not_record(
+    tmp_path: Path,
+) -> None:
+    supernet = tmp_path / "supernet"
+    supernet.mkdir()
+    (supernet / "metrics.jsonl").write_text(json.dumps({"step": 9, "elapsed_s": 5400.0}) + "\n")
+    inputs = Inputs("multi30k", supernet, tmp_path / "p.predictor", None, 1, latency_threads=2)
+    plan = Plan(QUICK, Layout(tmp_path / "work", tmp_path / "results"), inputs)
+    times = StageTimes(tmp_path / "times.json")
+    times.data["dense latency"] = {"seconds": 1800.0, "threads": 2}
+    collected = {"rows": {r.key: {"search": {"summary": None}} for r in ROWS}}
+    table = {row[0]: row[1:] for row in report.compute(plan, collected, times)}
+    assert table["SuperNet training"] == ["1.50", "?", "?", f"reused: {supernet}"]
+    assert table["latency dataset"] == ["not recorded", "?", "?", "reused"]
+    assert table["dense latency"] == ["0.50", "2", "1.00", ""]
+    assert table["train dense-s1"] == ["pending", "1", "pending", ""]
+    assert table["total (stages done, where recorded)"][2] == "1.00"
 
 
 @pytest.fixture

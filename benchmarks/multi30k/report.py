@@ -125,11 +125,14 @@ def compute(plan: Plan, collected: dict[str, Any], times: StageTimes) -> list[li
     out = []
     total = 0.0
     for name, seconds, threads, note in rows:
+        if seconds is None and note.startswith("reused"):
+            out.append([name, "not recorded", "?", "?", note])
+            continue
         cpu = None if seconds is None or threads is None else seconds * threads
         total += cpu or 0.0
         shown_cpu = "?" if seconds is not None and threads is None else fmt(cpu, ".2f", 3600)
         out.append([name, fmt(seconds, ".2f", 3600), str(threads or "?"), shown_cpu, note])
-    out.append(["total (stages done)", "", "", f"{total / 3600:.2f}", ""])
+    out.append(["total (stages done, where recorded)", "", "", f"{total / 3600:.2f}", ""])
     return out
 
 
