@@ -16,8 +16,8 @@ sys.path.insert(0, str(BENCH))
 import bench_multi30k  # noqa: E402
 from multi30k import archs, model_stages, placement, report, results, search_stages  # noqa: E402
 from multi30k.plan import Inputs, Plan  # noqa: E402
-from multi30k.rows import ROWS, SEARCHED  # noqa: E402
-from multi30k.settings import QUICK, Layout  # noqa: E402
+from multi30k.rows import ROWS, SEARCHED, SEED_ORDER  # noqa: E402
+from multi30k.settings import FULL, QUICK, Layout  # noqa: E402
 from staged.stages import StageTimes  # noqa: E402
 
 from automoe.errors import run_cli  # noqa: E402
@@ -235,6 +235,29 @@ def test_compute_counts_recorded_stages_and_says_what_reused_inputs_did_not_reco
     assert table["dense latency"] == ["0.50", "2", "1.00", ""]
     assert table["train dense-s1"] == ["pending", "1", "pending", ""]
     assert table["total (stages done, where recorded)"][2] == "1.00"
+
+
+def test_trainings_run_first_seeds_then_the_targets_later_seeds_then_the_estimators(
+    tmp_path: Path,
+) -> None:
+    inputs = Inputs("multi30k", None, None, None, jobs=2, latency_threads=1)
+    plan = Plan(FULL, Layout(tmp_path / "work", tmp_path / "results"), inputs)
+    plan.layout.front.parent.mkdir(parents=True)
+    points = [{"name": "front-01"}, {"name": "front-02"}]
+    plan.layout.front.write_text(json.dumps({"points": points}))
+    names = [s.name for s in plan.stages() if s.name.startswith(("train ", "timing "))]
+    assert sorted(SEED_ORDER) == sorted(row.key for row in ROWS)
+    assert SEED_ORDER[0] == "automoe-half" and SEED_ORDER[-1] == "switch"
+    assert names == [
+        *(f"train {row.key}-s1" for row in ROWS),
+        *(f"train {key}-s2" for key in SEED_ORDER),
+        "train front-01-s1",
+        "train front-02-s1",
+        "timing latency",
+        "timing throughput",
+        "train automoe-half-ft-s1",
+        "train automoe-third-ft-s1",
+    ]
 
 
 @pytest.fixture

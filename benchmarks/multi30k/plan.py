@@ -1,10 +1,13 @@
 """Every stage of the comparison, in the order the scheduler prefers them.
 
 Order: the SuperNet, the latency predictor and the dense latency (the searches need them),
-the four searches, then the headline's first-seed trainings with their evaluations, the
-timing of every model (nothing else runs meanwhile), the SuperNet-as-estimator evaluations,
-the later seeds and last the fine-tuned side column. The plan is rebuilt after each stage:
-the bounds come from the dense latency, the estimator's front points from a search.
+the four searches, then every row's first-seed training (each training's evaluation is
+preferred as soon as it can run), the SuperNet-as-estimator evaluations (minutes), the later
+seeds with the rows the targets compare first, the search's front points, the timing of
+every model (nothing else runs meanwhile) and last the fine-tuned side column: so that, in
+sessions of a few CPU-hours, the targets' verdicts come before the estimator study. The plan
+is rebuilt after each stage: the bounds come from the dense latency, the estimator's front
+points from a search.
 """
 
 from __future__ import annotations
@@ -18,7 +21,15 @@ from staged.stages import Stage
 from automoe.runs import RUN_FILE, SUPERNET_FILE, read_run_file
 from automoe.space import SearchSpace
 from multi30k import archs, model_stages, search_stages
-from multi30k.rows import BASELINES, FINETUNED, FRONT_PREFIX, LARGEST, ROWS, SEARCHED
+from multi30k.rows import (
+    BASELINES,
+    FINETUNED,
+    FRONT_PREFIX,
+    LARGEST,
+    ROWS,
+    SEARCHED,
+    SEED_ORDER,
+)
 from multi30k.settings import Layout, Sizes
 
 
@@ -93,18 +104,19 @@ class Plan:
         out += [search_stages.search(self, row) for row in SEARCHED]
         out += [search_stages.front(self), model_stages.evaluation(self, LARGEST, ("supernet",))]
         first, *later = self.sizes.seeds
-        fronts = [p["name"] for p in self.front_points()]
-        headline = [model_stages.training(self, key, first) for key in [*_keys(), *fronts]]
-        rest = [model_stages.training(self, key, seed) for seed in later for key in _keys()]
-        rest += [model_stages.training(self, key, first, finetune=True) for key in FINETUNED]
+        rows = [model_stages.training(self, key, first) for key in _keys()]
+        seeds = [model_stages.training(self, key, seed) for seed in later for key in SEED_ORDER]
+        fronts = [model_stages.training(self, p["name"], first) for p in self.front_points()]
+        tuned = [model_stages.training(self, key, first, finetune=True) for key in FINETUNED]
         out += [
             model_stages.evaluation(self, t.name.removeprefix("train "), (t.name,))
-            for t in headline + rest
+            for t in rows + seeds + fronts + tuned
         ]
-        out += headline
-        out += model_stages.timings(self, headline)
+        out += rows
         out += [s for key in self.estimator_keys() for s in model_stages.inherited(self, key)]
-        return out + rest
+        out += seeds + fronts
+        out += model_stages.timings(self, rows + fronts)
+        return out + tuned
 
     def estimator_keys(self) -> list[str]:
         """Rows and front points with distinct architectures (the first name kept)."""

@@ -26,6 +26,9 @@ ROWS = (
 )
 BASELINES = ("dense", "switch")
 SEARCHED = tuple(r for r in ROWS if r.strategy)
+# The order later seeds train in: the rows the targets compare first, the Switch baseline
+# (in no target, and the slowest to train) last.
+SEED_ORDER = ("automoe-half", "dense", "random-half", "hat-half", "automoe-third", "switch")
 FINETUNED = ("automoe-half", "automoe-third")  # also fine-tuned from the SuperNet's weights
 FRONT_OF = "automoe-half"  # the search whose front points join the estimator study
 FRONT_PREFIX = "front-"
