@@ -14,7 +14,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
 import bench_task_moe
 from task_moe import archs, report, results, timing
-from task_moe.plan import ROWS, SEARCHED, SPACE, Inputs, Plan
+from task_moe.plan import ROWS, SEARCHED, SEED_ORDER, SPACE, Inputs, Plan
 from task_moe.settings import QUICK, Layout
 
 from automoe.errors import run_cli
@@ -148,6 +148,24 @@ def test_rows_routing_a_layer_by_task_are_exported_and_scored_per_pair(tmp_path:
     assert plan.arch(SEARCHED) is None and f"eval {SEARCHED}-s1" in names
     assert names[f"train {SEARCHED}-s1"].deps == ("search routing",)
     assert "<the dense model's latency>" in names["search routing"].shown()
+
+
+def test_scoring_is_preferred_as_soon_as_a_training_ends_and_target_rows_reseed_first(
+    tmp_path: Path,
+) -> None:
+    names = [s.name for s in _plan(tmp_path).stages()]
+    trainings = [n for n in names if n.startswith("train ")]
+    hand = [row for row in ROWS if row != SEARCHED]
+    assert sorted(SEED_ORDER) == sorted(ROWS) and SEED_ORDER[:3] == ("dense", "token", "task")
+    assert trainings == [
+        *(f"train {row}-s1" for row in hand),
+        f"train {SEARCHED}-s1",
+        *(f"train {row}-s2" for row in SEED_ORDER),
+    ]
+    scoring = [i for i, n in enumerate(names) if n.startswith(("eval ", "export "))]
+    assert max(scoring) < names.index(trainings[0])  # each waits only on its own training
+    assert names.index("supernet") < names.index(f"train {SEARCHED}-s1")
+    assert names.index("timing throughput") < names.index("train dense-s2")
 
 
 def test_targets_say_met_missed_by_how_much_or_pending(tmp_path: Path) -> None:

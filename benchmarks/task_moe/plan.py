@@ -2,9 +2,11 @@
 
 Order: the architecture files, the first seed of every hand-designed model, the routing
 SuperNet, the dense latency that bounds its search, the search and its winner's first
-seed, per-pair exports and evaluations, the timing runs (alone on the machine), then the
-later seeds. The plan is rebuilt after each stage: the winner's exports depend on whether
-the search chose task routing anywhere.
+seed, the timing runs (alone on the machine), then the later seeds, the rows the targets
+compare first. Each training's per-pair exports and evaluations are preferred as soon as
+they can run, so a model's BLEU (the dense model's says whether the budget is enough) is
+known minutes after its training, not sessions later. The plan is rebuilt after each stage:
+the winner's exports depend on whether the search chose task routing anywhere.
 """
 
 from __future__ import annotations
@@ -25,6 +27,9 @@ from task_moe.settings import Layout, Sizes
 SPACE = Path(__file__).with_name("space.yaml")
 SEARCHED = "routing"  # the routing search's winner, a row beside the hand-designed ones
 ROWS = (*ROUTING, SEARCHED)
+# The order later seeds train in: the rows the targets compare (dense, token-MoE, task-MoE)
+# first.
+SEED_ORDER = ("dense", "token", "task", "mixed", "sentence", SEARCHED)
 # Every training's number format (as bench_multi30k's final models): bf16 where the CPU has
 # it, no measured cost in quality (benchmarks/results/precision.md).
 PRECISION = "bf16"
@@ -76,14 +81,12 @@ class Plan:
         first, *later = self.sizes.seeds
         hand = [r for r in ROWS if r != SEARCHED]
         out = [self._archs()]
+        out += [s for seed in self.sizes.seeds for row in ROWS for s in self._scoring(row, seed)]
         out += [self._training(row, first) for row in hand]
         out += [self._supernet(), self._dense_latency(), self._search()]
         out.append(self._training(SEARCHED, first))
-        out += [s for row in ROWS for s in self._scoring(row, first)]
         out += self._timings()
-        for seed in later:
-            out += [self._training(row, seed) for row in ROWS]
-            out += [s for row in ROWS for s in self._scoring(row, seed)]
+        out += [self._training(row, seed) for seed in later for row in SEED_ORDER]
         return out
 
     # ------------------------------------------------------------------ stages
