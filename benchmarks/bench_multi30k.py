@@ -19,6 +19,13 @@ and chrF, latency and throughput of all models interleaved, and the SuperNet as 
 of from-scratch quality. Writes multi30k.md and multi30k.json into --results after every
 invocation, with "pending" for what is not done yet, and prints the command to continue.
 
+Finished work outlives the machine: after every stage the small result files of --work
+(scores, metrics, search records, timings) are copied into --results/multi30k/ledger, to be
+committed with the report, and a new invocation on a new machine copies them back, so a
+finished training counts as done without its model file. --supernet needs only the run
+folder's settings for the trainings; the stages that need its weights (searches, estimator
+evaluations, timing, fine-tuning) wait until supernet.pt is there.
+
 Library commands run as background processes, --jobs at a time with one thread each;
 timing stages run alone. With --time-limit, nothing starts that cannot checkpoint before
 the limit, trainings and searches get the time that is left, and what still runs at the
@@ -33,17 +40,16 @@ from pathlib import Path
 
 from common import RESULTS, machine_info
 from multi30k import report
-from multi30k.plan import Inputs, Plan, supernet_ready
+from multi30k.plan import Inputs, Plan
 from multi30k.results import Collector
 from multi30k.settings import Layout, sizes_for
 from staged.command import here, parse_seeds, run_plan
-from staged.settings import fix_settings
 
 from automoe.argtypes import positive_float, positive_int
 from automoe.data.registry import resolve_dataset_dir
 from automoe.errors import AutomoeError, run_cli
 from automoe.files import locked_folder
-from automoe.runs import read_run_file
+from automoe.runs import RUN_FILE, read_run_file
 from automoe.space import SearchSpace
 
 
@@ -61,7 +67,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="report folder (default benchmarks/results; quick: WORK/results)",
     )
     p.add_argument("--space", default="multi30k", help="search space: preset or YAML file")
-    p.add_argument("--supernet", type=Path, help="reuse this trained SuperNet run folder")
+    p.add_argument(
+        "--supernet",
+        type=Path,
+        help="reuse this SuperNet run folder (trained, or at least started)",
+    )
     p.add_argument("--predictor", type=Path, help="reuse this latency predictor file")
     p.add_argument("--data-dir", help="folder holding multi30k/ (else $AUTOMOE_DATA_DIR)")
     p.add_argument("--evaluations", type=positive_int, help="per search (default 300)")
@@ -86,10 +96,10 @@ def _check_inputs(args: argparse.Namespace) -> None:
     resolve_dataset_dir(data_dir=args.data_dir)
     space = SearchSpace.load(args.space)
     if args.supernet is not None:
-        if not supernet_ready(args.supernet):
+        if not (args.supernet / RUN_FILE).is_file():
             raise AutomoeError(
-                f"--supernet {args.supernet}: no finished SuperNet run there (run.json and "
-                "supernet.pt); finish its training or leave --supernet out to train one"
+                f"--supernet {args.supernet}: no SuperNet run there (no {RUN_FILE}); give "
+                "the folder of its training, or leave --supernet out to train one"
             )
         if read_run_file(args.supernet)["space"] != space.to_dict():
             raise AutomoeError(
@@ -98,6 +108,12 @@ def _check_inputs(args: argparse.Namespace) -> None:
             )
     if args.predictor is not None and not args.predictor.is_file():
         raise AutomoeError(f"--predictor {args.predictor}: no such file")
+
+
+def _shown(path: Path | None) -> str | None:
+    """A reused input as the settings record it: relative to the working directory, links
+    kept (the ledger carries the settings to other machines, where absolute paths differ)."""
+    return None if path is None else str(here(path.absolute()))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -121,16 +137,13 @@ def main(argv: list[str] | None = None) -> int:
         args.jobs,
         args.latency_threads,
     )
+    settings = {
+        "space": SearchSpace.load(args.space).to_dict(),
+        "supernet": _shown(args.supernet),
+        "predictor": _shown(args.predictor),
+        "sizes": sizes.fixed(),
+    }
     with locked_folder(work, "bench_multi30k.py"):  # two would train into the same runs
-        fix_settings(
-            layout.work,
-            {
-                "space": SearchSpace.load(args.space).to_dict(),
-                "supernet": None if args.supernet is None else str(args.supernet.resolve()),
-                "predictor": None if args.predictor is None else str(args.predictor.resolve()),
-                "sizes": sizes.fixed(),
-            },
-        )
         plan = Plan(sizes, layout, inputs)
         return run_plan(
             plan,
@@ -140,6 +153,7 @@ def main(argv: list[str] | None = None) -> int:
             machine_info(args.latency_threads),
             lambda: Collector(plan).collect(),
             report.write,
+            settings,
         )
 
 

@@ -33,7 +33,6 @@ from pathlib import Path
 
 from common import RESULTS, machine_info
 from staged.command import here, parse_seeds, run_plan
-from staged.settings import fix_settings
 from task_moe import report
 from task_moe.plan import SPACE, Inputs, Plan
 from task_moe.results import Collector
@@ -96,7 +95,6 @@ def main(argv: list[str] | None = None) -> int:
     space = _check_inputs(args)
     inputs = Inputs(here(args.space), args.data_dir, args.jobs, args.timing_threads)
     with locked_folder(work, "bench_task_moe.py"):
-        fix_settings(work, {"space": space.to_dict(), "sizes": sizes.fixed()})
         plan = Plan(sizes, layout, inputs)
         return run_plan(
             plan,
@@ -106,6 +104,7 @@ def main(argv: list[str] | None = None) -> int:
             machine_info(args.timing_threads),
             lambda: Collector(plan).collect(),
             report.write,
+            {"space": space.to_dict(), "sizes": sizes.fixed()},
         )
 
 

@@ -75,7 +75,7 @@ def test_quick_run_does_every_stage_and_a_second_run_reuses_them(
 @pytest.mark.parametrize(
     ("flags", "message"),
     [
-        (["--supernet=MISSING"], "no finished SuperNet run there"),
+        (["--supernet=MISSING"], "no SuperNet run there"),
         (["--supernet=TINY"], "was trained on another space than --space multi30k"),
         (["--predictor=MISSING"], "--predictor MISSING: no such file"),
         (["--seeds=1,1"], "give at least 1 distinct seed(s)"),
@@ -237,7 +237,7 @@ def test_compute_counts_recorded_stages_and_says_what_reused_inputs_did_not_reco
     assert table["total (stages done, where recorded)"][2] == "1.00"
 
 
-def test_trainings_run_first_seeds_then_the_targets_later_seeds_then_the_estimators(
+def test_timing_runs_before_trainings_then_first_seeds_the_targets_and_the_estimators(
     tmp_path: Path,
 ) -> None:
     inputs = Inputs("multi30k", None, None, None, jobs=2, latency_threads=1)
@@ -249,12 +249,12 @@ def test_trainings_run_first_seeds_then_the_targets_later_seeds_then_the_estimat
     assert sorted(SEED_ORDER) == sorted(row.key for row in ROWS)
     assert SEED_ORDER[0] == "automoe-half" and SEED_ORDER[-1] == "switch"
     assert names == [
+        "timing latency",
+        "timing throughput",
         *(f"train {row.key}-s1" for row in ROWS),
         *(f"train {key}-s2" for key in SEED_ORDER),
         "train front-01-s1",
         "train front-02-s1",
-        "timing latency",
-        "timing throughput",
         "train automoe-half-ft-s1",
         "train automoe-third-ft-s1",
     ]

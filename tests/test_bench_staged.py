@@ -105,3 +105,40 @@ def test_attention_note_names_the_old_trainings_of_a_full_run_only() -> None:
     assert "dense-s1, switch-s1" in note and "train_attention.md" in note
     assert attention_note(("dense-s1",), quick=True) == []
     assert attention_note((), quick=False) == []
+
+
+def test_an_all_core_stage_about_to_be_ready_holds_back_the_stages_after_it(
+    tmp_path: Path, fake_job: Path
+) -> None:
+    plan = [
+        _job(tmp_path, fake_job, "search", 1.0),
+        _job(tmp_path, fake_job, "timing", deps=("search",), slots=ALL),
+        _job(tmp_path, fake_job, "train"),
+    ]
+    _scheduler(tmp_path).run(lambda: plan)
+    trace = fake_job.read_text().split("\n")
+    assert trace[:6] == [
+        "start search",
+        "end search",
+        "start timing",
+        "end timing",
+        "start train",
+        "end train",
+    ]
+
+
+def test_an_all_core_stage_waiting_on_a_missing_input_holds_nothing_back(
+    tmp_path: Path, fake_job: Path
+) -> None:
+    supernet = Stage("supernet", tmp_path / "supernet.pt", about="reused: supernet.pt")
+    plan = [
+        supernet,
+        _job(tmp_path, fake_job, "timing", deps=("supernet",), slots=ALL),
+        _job(tmp_path, fake_job, "train"),
+    ]
+    outcome = _scheduler(tmp_path).run(lambda: plan)
+    assert outcome.done == ["train"]
+    assert outcome.waiting == {
+        "supernet": "an input not made here: reused: supernet.pt",
+        "timing": "after supernet",
+    }

@@ -10,7 +10,7 @@ from staged.training import resumable_training
 
 from automoe.runs import MODEL_FILE, SUPERNET_FILE
 from multi30k import timing
-from multi30k.rows import BASELINES, FRONT_PREFIX, LARGEST
+from multi30k.rows import BASELINES, FRONT_PREFIX, LARGEST, SEARCHED
 
 if TYPE_CHECKING:
     from multi30k.plan import Plan
@@ -134,10 +134,12 @@ def inherited(plan: Plan, key: str) -> list[Stage]:
     return out
 
 
-def timings(plan: Plan, headline: list[Stage]) -> list[Stage]:
-    """Latency and throughput of every timed model, each in one interleaved run, alone."""
+def timings(plan: Plan) -> list[Stage]:
+    """Latency and throughput of every timed model, each in one interleaved run, alone: the
+    architectures with the SuperNet's weights (`Plan.timed_models`), so once the searches
+    and the front are done."""
     s, threads = plan.sizes, plan.inputs.latency_threads
-    deps = (*(t.name for t in headline), "supernet", "front")
+    deps = ("baselines", "supernet", "front", *(f"search {row.key}" for row in SEARCHED))
 
     def latency() -> None:
         timing.measure_latency_all(

@@ -1,13 +1,14 @@
 """Every stage of the comparison, in the order the scheduler prefers them.
 
 Order: the SuperNet, the latency predictor and the dense latency (the searches need them),
-the four searches, then every row's first-seed training (each training's evaluation is
-preferred as soon as it can run), the SuperNet-as-estimator evaluations (minutes), the later
-seeds with the rows the targets compare first, the search's front points, the timing of
-every model (nothing else runs meanwhile) and last the fine-tuned side column: so that, in
-sessions of a few CPU-hours, the targets' verdicts come before the estimator study. The plan
-is rebuilt after each stage: the bounds come from the dense latency, the estimator's front
-points from a search.
+the four searches, then what else needs the SuperNet's weights (the SuperNet-as-estimator
+evaluations, minutes, and the timing of every architecture, alone on the machine), then
+every row's first-seed training (each training's evaluation is preferred as soon as it can
+run), the later seeds with the rows the targets compare first, the search's front points,
+and last the fine-tuned side column. A SuperNet then serves its stages in one session, and
+trainings, which need only its settings, run in any later one; the targets' verdicts come
+before the estimator study. The plan is rebuilt after each stage: the bounds come from the
+dense latency, the estimator's front points from a search.
 """
 
 from __future__ import annotations
@@ -16,9 +17,10 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from staged import ledger
 from staged.stages import Stage
 
-from automoe.runs import RUN_FILE, SUPERNET_FILE, read_run_file
+from automoe.runs import SUPERNET_FILE, read_run_file
 from automoe.space import SearchSpace
 from multi30k import archs, model_stages, search_stages
 from multi30k.rows import (
@@ -112,11 +114,10 @@ class Plan:
             model_stages.evaluation(self, t.name.removeprefix("train "), (t.name,))
             for t in rows + seeds + fronts + tuned
         ]
-        out += rows
         out += [s for key in self.estimator_keys() for s in model_stages.inherited(self, key)]
-        out += seeds + fronts
-        out += model_stages.timings(self, rows + fronts)
-        return out + tuned
+        out += model_stages.timings(self)
+        out += rows + seeds + fronts
+        return ledger.mark(out + tuned, self.layout.ledger)
 
     def estimator_keys(self) -> list[str]:
         """Rows and front points with distinct architectures (the first name kept)."""
@@ -129,12 +130,16 @@ class Plan:
         return keys
 
     def timed_models(self) -> dict[str, tuple[Path, str | None]]:
-        """Name -> (model, arch) of every model timed: the first seed of each row and front
-        point, and the SuperNet's largest sub-network."""
-        first = self.sizes.seeds[0]
+        """Name -> (model, arch) of every model timed: each row and front point, and the
+        SuperNet's largest sub-network, all with the SuperNet's inherited weights.
+
+        The trained models have the same layers and shapes, so the same compute per token;
+        timing the inherited ones needs no trained model on the machine (the trainings are
+        spread over sessions, and their models do not outlive the machine: `staged.ledger`).
+        """
         keys = [*_keys(), *(p["name"] for p in self.front_points())]
         models: dict[str, tuple[Path, str | None]] = {
-            key: (self.layout.train(f"{key}-s{first}"), None) for key in keys
+            key: (self.supernet, str(self.arch_file(key))) for key in keys
         }
         models[LARGEST] = (self.supernet, "largest")
         return models
@@ -142,8 +147,3 @@ class Plan:
 
 def _keys() -> list[str]:
     return [row.key for row in ROWS]
-
-
-def supernet_ready(supernet: Path) -> bool:
-    """A usable SuperNet run folder: its settings and its final weights."""
-    return (supernet / RUN_FILE).is_file() and (supernet / SUPERNET_FILE).is_file()

@@ -12,7 +12,9 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from automoe.errors import AutomoeError
+from staged import ledger
 from staged.layout import StagedLayout
+from staged.settings import fix_settings
 from staged.stages import Scheduler, Stage, StageTimes
 
 
@@ -61,19 +63,37 @@ def run_plan(
     info: dict[str, Any],
     collect: Callable[[], dict[str, Any]],
     write: Callable[..., None],
+    settings: dict[str, Any],
 ) -> int:
     """One invocation of a staged benchmark from its parsed command line (`--jobs`,
-    `--time-limit`, `--quick`, `--inline`): run what can run (SIGTERM stops the stages,
-    keeping their checkpoints), write the report whatever happened with
-    `write(plan, collect(), outcome, times, info, again, quick)`, `collect` reading the
-    outputs once the stages ran, and say what is pending and how to continue."""
+    `--time-limit`, `--quick`, `--inline`): bring back the ledger's record of earlier
+    machines' stages, fix the work folder to `settings`, run what can run (SIGTERM stops the
+    stages, keeping their checkpoints), record every finished stage in the ledger, write the
+    report whatever happened with `write(plan, collect(), outcome, times, info, again,
+    quick)`, `collect` reading the outputs once the stages ran, and say what is pending and
+    how to continue."""
     layout = plan.layout
+    restored = ledger.restore(layout.work, layout.ledger)
+    if restored:
+        print(f"restored {restored} result file(s) of earlier runs from {layout.ledger}")
+    fix_settings(layout.work, settings)
     again = " ".join([f"python {script}", *map(shlex.quote, argv)])
     inline = args.quick if args.inline is None else args.inline
     times = StageTimes(layout.stage_times)
     deadline = None if args.time_limit is None else time.monotonic() + args.time_limit * 60
+
+    def record() -> None:
+        ledger.save(layout.work, layout.ledger, plan.stages(), skip=[layout.logs])
+
     scheduler = Scheduler(
-        args.jobs, layout.logs, times, deadline, plan.sizes.min_start, plan.sizes.margin, inline
+        args.jobs,
+        layout.logs,
+        times,
+        deadline,
+        plan.sizes.min_start,
+        plan.sizes.margin,
+        inline,
+        after=record,
     )
     stages = plan.stages
     done = sum(s.done() for s in stages())
@@ -88,6 +108,7 @@ def run_plan(
         print("interrupted: stopping the running stages (their checkpoints are kept)")
     finally:
         signal.signal(signal.SIGTERM, previous)
+        record()
         write(plan, collect(), scheduler.outcome, times, info, again, args.quick)
     outcome = scheduler.outcome
     pending = [s.name for s in stages() if not s.done()]

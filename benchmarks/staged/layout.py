@@ -30,6 +30,11 @@ class StagedLayout:
     def report_json(self) -> Path:
         return self.results / f"{self.NAME}.json"
 
+    @property
+    def ledger(self) -> Path:
+        """The committed record of finished stages (`staged.ledger`)."""
+        return self.figures / "ledger"
+
     def train(self, name: str) -> Path:
         return self.work / "train" / name
 

@@ -7,6 +7,8 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+from automoe.runs import RUN_FILE
+
 
 def read_json(path: Path) -> Any:
     return json.loads(path.read_text()) if path.is_file() else None
@@ -26,11 +28,15 @@ def seed_stats(values: list[float]) -> dict[str, Any] | None:
 
 
 def training_record(run: Path) -> dict[str, Any] | None:
-    """Updates, training seconds and (estimated) target tokens of a finished training."""
-    path = run / "metrics.jsonl"
-    if not (run / "model.pt").is_file() or not path.is_file():
+    """Updates, training seconds and (estimated) target tokens of a finished training: one
+    whose metrics reached its planned updates (its model may be on another machine:
+    `staged.ledger` keeps the metrics, not the model)."""
+    path, settings = run / "metrics.jsonl", read_json(run / RUN_FILE)
+    if not path.is_file() or settings is None:
         return None
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    if not rows or rows[-1]["step"] < settings["train"]["max_steps"]:
+        return None
     last = rows[-1]
     per_update = statistics.mean(r["tokens"] for r in rows)
     return {

@@ -40,6 +40,7 @@ def resumable_search(
         slots=slots,
         checkpoints=True,
         finished=lambda: search_finished(run),
+        folder=run,
     )
 
 

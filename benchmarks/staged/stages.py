@@ -45,6 +45,8 @@ class Stage:
     `argv(minutes_left)` gives the arguments of this start when they differ from `command`'s
     (continuing a started run; None = no time limit). `finished` replaces the existence test
     when an output can exist before the stage is done (a search paused by its time limit).
+    `folder`: the run folder the stage owns (a training's, a search's). `recorded`: done by
+    an earlier machine's record, its output not here (`staged.ledger`).
     """
 
     name: str
@@ -60,6 +62,8 @@ class Stage:
     minutes: float = 1.0
     stdout: bool = False
     finished: Callable[[], bool] | None = None
+    folder: Path | None = None
+    recorded: bool = False
 
     def done(self) -> bool:
         return self.finished() if self.finished is not None else self.output.exists()
@@ -135,6 +139,7 @@ class Scheduler:
         min_start: float = 1.0,
         margin: float = 1.0,
         inline: bool = False,
+        after: Callable[[], None] | None = None,
     ) -> None:
         self.cores = cores
         self.logs = logs
@@ -143,6 +148,7 @@ class Scheduler:
         self.min_start = min_start
         self.margin = margin
         self.inline = inline
+        self.after = after  # called whenever a stage ends (the ledger records it)
         self.running: dict[str, _Running] = {}
         self.outcome = Outcome()
 
@@ -169,6 +175,7 @@ class Scheduler:
     def _start_ready(self, stages: Sequence[Stage]) -> bool:
         """Start what is ready and fits; True when an in-process stage ran (re-plan now)."""
         done = {s.name for s in stages if s.done()}
+        recorded = {s.name for s in stages if s.recorded}
         used = sum(self._cores(r.stage) for r in self.running.values())
         self.outcome.waiting = {}
         for stage in stages:
@@ -179,6 +186,18 @@ class Scheduler:
             missing = [d for d in stage.deps if d not in done]
             if missing:
                 self.outcome.waiting[stage.name] = f"after {', '.join(missing)}"
+                if stage.slots == ALL and self._imminent(missing, stages, done):
+                    break  # it runs alone once those end: nothing after it may start now
+                continue
+            if not stage.command and stage.action is None:
+                self.outcome.waiting[stage.name] = f"an input not made here: {stage.about}"
+                continue
+            lost = [d for d in stage.deps if d in recorded]
+            if lost:
+                self.outcome.waiting[stage.name] = (
+                    f"needs what {', '.join(lost)} wrote on another machine (only its record "
+                    "is here: drop its name from the ledger's done.json to run it again)"
+                )
                 continue
             reason = self._no_time(stage)
             if reason:
@@ -196,6 +215,20 @@ class Scheduler:
             self._spawn(stage)
             used += need
         return False
+
+    def _imminent(self, missing: list[str], stages: Sequence[Stage], done: set[str]) -> bool:
+        """Whether every stage in `missing` runs now or can start (its own deps done)."""
+        by_name = {s.name: s for s in stages}
+        ended = {*self.outcome.failed, *self.outcome.paused}
+
+        def startable(stage: Stage) -> bool:
+            made = bool(stage.command) or stage.action is not None
+            return made and stage.name not in ended and all(d in done for d in stage.deps)
+
+        return all(
+            name in self.running or (name in by_name and startable(by_name[name]))
+            for name in missing
+        )
 
     def _cores(self, stage: Stage) -> int:
         return self.cores if stage.slots == ALL else min(stage.slots, self.cores)
@@ -316,6 +349,8 @@ class Scheduler:
     def _ended(self, stage: Stage, seconds: float) -> None:
         done = stage.done()
         self.times.add(stage, seconds, done)
+        if self.after is not None:
+            self.after()
         if stage.name in self.outcome.failed:
             return
         if done:

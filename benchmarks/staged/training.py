@@ -37,5 +37,13 @@ def resumable_training(
         return args + ([f"--time-limit={left:.2f}"] if left is not None else [])
 
     return Stage(
-        name, run / final, deps, command, argv, slots=slots, threads=threads, checkpoints=True
+        name,
+        run / final,
+        deps,
+        command,
+        argv,
+        slots=slots,
+        threads=threads,
+        checkpoints=True,
+        folder=run,
     )

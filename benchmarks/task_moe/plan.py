@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from staged import ledger
 from staged.search import resumable_search, search_finished
 from staged.stages import ALL, Stage
 from staged.training import resumable_training
@@ -87,7 +88,7 @@ class Plan:
         out.append(self._training(SEARCHED, first))
         out += self._timings()
         out += [self._training(row, seed) for seed in later for row in SEED_ORDER]
-        return out
+        return ledger.mark(out, self.layout.ledger)
 
     # ------------------------------------------------------------------ stages
 
