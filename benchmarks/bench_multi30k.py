@@ -24,7 +24,11 @@ Finished work outlives the machine: after every stage the small result files of 
 committed with the report, and a new invocation on a new machine copies them back, so a
 finished training counts as done without its model file. --supernet needs only the run
 folder's settings for the trainings; the stages that need its weights (searches, estimator
-evaluations, timing, fine-tuning) wait until supernet.pt is there.
+evaluations, timing, fine-tuning) wait until supernet.pt is there. A stage that needs a
+file another machine made and the ledger does not keep (a search's candidates, for the
+front) waits and says so. Where the machine keeps nothing between sessions, a stage cut off
+by the session is lost: `--only 'train automoe-*-s1,eval *'` starts only the stages chosen
+to end in the time at hand.
 
 Library commands run as background processes, --jobs at a time with one thread each;
 timing stages run alone. With --time-limit, nothing starts that cannot checkpoint before
@@ -43,9 +47,9 @@ from multi30k import report
 from multi30k.plan import Inputs, Plan
 from multi30k.results import Collector
 from multi30k.settings import Layout, sizes_for
-from staged.command import here, parse_seeds, run_plan
+from staged.command import add_run_arguments, here, parse_seeds, run_plan
 
-from automoe.argtypes import positive_float, positive_int
+from automoe.argtypes import positive_int
 from automoe.data.registry import resolve_dataset_dir
 from automoe.errors import AutomoeError, run_cli
 from automoe.files import locked_folder
@@ -78,15 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--final-steps", type=positive_int, help="updates per final model (3000)")
     p.add_argument("--seeds", help="comma-separated seeds of the final trainings (1,2)")
     p.add_argument("--estimator-points", type=positive_int, help="front points trained (4)")
-    p.add_argument("--jobs", type=positive_int, default=2, help="cores: jobs run at a time")
     p.add_argument("--latency-threads", type=positive_int, default=2, help="threads when timing")
-    p.add_argument("--time-limit", type=positive_float, help="minutes for this invocation")
-    p.add_argument(
-        "--inline",
-        action=argparse.BooleanOptionalAction,
-        help="run commands in this process, one at a time (default with --quick: no process "
-        "start-ups; the time limit is then only passed on, not enforced)",
-    )
+    add_run_arguments(p)
     return p
 
 

@@ -32,13 +32,13 @@ import sys
 from pathlib import Path
 
 from common import RESULTS, machine_info
-from staged.command import here, parse_seeds, run_plan
+from staged.command import add_run_arguments, here, parse_seeds, run_plan
 from task_moe import report
 from task_moe.plan import SPACE, Inputs, Plan
 from task_moe.results import Collector
 from task_moe.settings import Layout, sizes_for
 
-from automoe.argtypes import positive_float, positive_int
+from automoe.argtypes import positive_int
 from automoe.data.registry import resolve_dataset_dir
 from automoe.errors import AutomoeError, run_cli
 from automoe.files import locked_folder
@@ -60,14 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", help="folder holding multi30k/ (else $AUTOMOE_DATA_DIR)")
     p.add_argument("--final-steps", type=positive_int, help="updates per model (3000)")
     p.add_argument("--seeds", help="comma-separated seeds of the trainings (1,2)")
-    p.add_argument("--jobs", type=positive_int, default=2, help="cores: jobs run at a time")
     p.add_argument("--timing-threads", type=positive_int, default=2, help="threads when timing")
-    p.add_argument("--time-limit", type=positive_float, help="minutes for this invocation")
-    p.add_argument(
-        "--inline",
-        action=argparse.BooleanOptionalAction,
-        help="run commands in this process, one at a time (default with --quick)",
-    )
+    add_run_arguments(p)
     return p
 
 

@@ -223,3 +223,24 @@ def postgres_database(postgres_url: str) -> Iterator[str]:
     url = create_database(postgres_url)
     yield url
     drop_database(url)
+
+
+_FAKE_JOB = """\
+import sys, time
+from pathlib import Path
+name, out, trace, sleep = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3]), float(sys.argv[4])
+with trace.open("a") as f:
+    f.write(f"start {name}\\n")
+time.sleep(sleep)
+with trace.open("a") as f:
+    f.write(f"end {name}\\n")
+out.write_text(" ".join(sys.argv[5:]))
+"""
+
+
+@pytest.fixture
+def fake_job(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A module `fakejob NAME OUT TRACE SECONDS ARGS...` that logs its start and end."""
+    (tmp_path / "fakejob.py").write_text(_FAKE_JOB)
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    return tmp_path / "trace.txt"

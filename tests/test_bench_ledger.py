@@ -91,6 +91,28 @@ def test_a_stage_needing_what_another_machine_wrote_waits_and_says_so(tmp_path: 
     assert "needs what train a-s1 wrote on another machine" in outcome.waiting["timing"]
 
 
+def test_a_stage_naming_its_inputs_runs_after_a_recorded_stage_when_they_came_back(
+    tmp_path: Path, fake_job: Path
+) -> None:
+    folder = tmp_path / "ledger"
+    folder.mkdir()
+    (folder / "done.json").write_text('["search"]')
+    best, pareto = tmp_path / "best.yaml", tmp_path / "pareto.json"
+    best.write_text("arch")  # restored by the ledger; pareto.json was never recorded
+    search = Stage("search", tmp_path / "summary.json", command=("never",))
+
+    def job(name: str, inputs: tuple[Path, ...]) -> Stage:
+        out = tmp_path / f"{name}.out"
+        args = (name, str(out), str(fake_job), "0")
+        return Stage(name, out, ("search",), ("fakejob", *args), inputs=inputs)
+
+    plan = [search, job("train", (best,)), job("front", (pareto, best))]
+    times = StageTimes(tmp_path / "times.json")
+    outcome = Scheduler(2, tmp_path / "logs", times).run(lambda: ledger.mark(plan, folder))
+    assert outcome.done == ["train"] and outcome.failed == {}
+    assert outcome.waiting["front"].startswith(f"needs {pareto}, made on another machine")
+
+
 def test_large_files_are_data_not_results_and_stay_out(tmp_path: Path) -> None:
     work, folder = tmp_path / "work", tmp_path / "ledger"
     work.mkdir()

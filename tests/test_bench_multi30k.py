@@ -322,3 +322,24 @@ def test_bounds_never_fall_below_the_smallest_architectures_predicted_latency(
     )
     half = json.loads(out.read_text())["bounds"]["half"]
     assert half["bound_ms"] == pytest.approx(50.0 * archs.SMALLEST_MARGIN) and half["raised"]
+
+
+def test_a_reused_supernets_training_time_is_kept_for_machines_without_its_metrics(
+    tmp_path: Path,
+) -> None:
+    supernet = tmp_path / "supernet"
+    supernet.mkdir()
+    inputs = Inputs("multi30k", supernet, None, None, jobs=2, latency_threads=1)
+    plan = Plan(FULL, Layout(tmp_path / "work", tmp_path / "results"), inputs)
+    assert report.supernet_metrics(plan) is None
+
+    def metrics(*rows: tuple[int, float]) -> None:
+        lines = [json.dumps({"step": step, "elapsed_s": s}) + "\n" for step, s in rows]
+        (supernet / "metrics.jsonl").write_text("".join(lines))
+
+    metrics((100, 310.0), (1500, 4788.0))
+    assert report.supernet_metrics(plan)["elapsed_s"] == 4788.0
+    metrics((10, 30.0))  # started again on a new machine: the finished run's time stands
+    assert report.supernet_metrics(plan)["step"] == 1500
+    (supernet / "metrics.jsonl").unlink()
+    assert report.supernet_metrics(plan) == {"step": 1500, "elapsed_s": 4788.0}

@@ -12,6 +12,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
+from staged.command import selection
 from staged.report import attention_note
 from staged.settings import fix_settings
 from staged.stages import ALL, Scheduler, Stage, StageTimes
@@ -24,27 +25,6 @@ def test_other_sizes_on_an_old_work_folder_are_refused(tmp_path: Path) -> None:
     fix_settings(tmp_path, {"sizes": {"final_steps": 3000}})
     with pytest.raises(AutomoeError, match="started with other settings"):
         fix_settings(tmp_path, {"sizes": {"final_steps": 20}})
-
-
-FAKE_JOB = """\
-import sys, time
-from pathlib import Path
-name, out, trace, sleep = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3]), float(sys.argv[4])
-with trace.open("a") as f:
-    f.write(f"start {name}\\n")
-time.sleep(sleep)
-with trace.open("a") as f:
-    f.write(f"end {name}\\n")
-out.write_text(" ".join(sys.argv[5:]))
-"""
-
-
-@pytest.fixture
-def fake_job(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A module `fakejob NAME OUT TRACE SECONDS ARGS...` that logs its start and end."""
-    (tmp_path / "fakejob.py").write_text(FAKE_JOB)
-    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
-    return tmp_path / "trace.txt"
 
 
 def _job(tmp: Path, trace: Path, name: str, sleep: float = 0.0, **kw: object) -> Stage:
@@ -142,3 +122,28 @@ def test_an_all_core_stage_waiting_on_a_missing_input_holds_nothing_back(
         "supernet": "an input not made here: reused: supernet.pt",
         "timing": "after supernet",
     }
+
+
+def test_only_the_selected_stages_start_and_an_unselected_one_holds_nothing_back(
+    tmp_path: Path, fake_job: Path
+) -> None:
+    plan = [
+        _job(tmp_path, fake_job, "search"),
+        _job(tmp_path, fake_job, "timing", deps=("search",), slots=ALL),
+        _job(tmp_path, fake_job, "eval a"),
+        _job(tmp_path, fake_job, "eval b", deps=("train b",)),
+        _job(tmp_path, fake_job, "train b"),
+    ]
+    scheduler = _scheduler(tmp_path)
+    scheduler.selected = selection("eval *, timing")
+    outcome = scheduler.run(lambda: plan)
+    assert outcome.done == ["eval a"]
+    assert outcome.waiting == {
+        "search": "not selected (--only)",
+        "timing": "after search",
+        "eval b": "after train b",
+        "train b": "not selected (--only)",
+    }
+    assert selection(None) is None
+    with pytest.raises(AutomoeError, match="--only"):
+        selection(" , ")

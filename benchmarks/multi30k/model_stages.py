@@ -82,7 +82,10 @@ def training(plan: Plan, key: str, seed: int, finetune: bool = False) -> Stage:
         *plan.common_flags(),
     )
     deps = arch_deps(key) + (("supernet",) if finetune else ())
-    return resumable_training(f"train {name}", command, MODEL_FILE, plan.common_flags(), deps)
+    inputs = (plan.arch_file(key),) + ((plan.supernet / SUPERNET_FILE,) if finetune else ())
+    return resumable_training(
+        f"train {name}", command, MODEL_FILE, plan.common_flags(), deps, inputs=inputs
+    )
 
 
 def _test_flags(plan: Plan) -> list[str]:

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from common import machine_markdown, markdown_table
-from staged.records import last_metrics, training_record
+from staged.records import last_metrics, read_json, training_record
 from staged.report import (
     PENDING,
     attention_note,
@@ -81,6 +81,21 @@ def table(collected: dict[str, Any]) -> str:
     return markdown_table(header, rows)
 
 
+def supernet_metrics(plan: Plan) -> dict[str, Any] | None:
+    """The SuperNet training's last metrics row. A reused SuperNet lies outside the work
+    folder, so the furthest row seen is kept in it (and so in the ledger) for the machines
+    that lack the SuperNet's folder."""
+    kept = plan.layout.work / "supernet_metrics.json"
+    last, known = last_metrics(plan.supernet), read_json(kept)
+    if plan.inputs.supernet is None or last is None:
+        return last or known
+    if known is None or last["step"] >= known["step"]:
+        kept.parent.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(kept, json.dumps(last) + "\n")
+        return last
+    return known
+
+
 def compute(plan: Plan, collected: dict[str, Any], times: StageTimes) -> list[list[str]]:
     """Wall and CPU hours per stage (CPU = wall x threads), and their total."""
     rows: list[tuple[str, float | None, int | None, str]] = []
@@ -92,7 +107,7 @@ def compute(plan: Plan, collected: dict[str, Any], times: StageTimes) -> list[li
         else:
             rows.append((name, entry["seconds"], entry["threads"], note))
 
-    supernet = last_metrics(plan.supernet)
+    supernet = supernet_metrics(plan)
     rows.append(
         (
             "SuperNet training",

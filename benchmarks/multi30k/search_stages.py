@@ -184,6 +184,9 @@ def front(plan: Plan) -> Stage:
         about=f"{plan.sizes.estimator_points} points spread over the latency front of the "
         f"{FRONT_OF} search's candidates (benchmarks/multi30k/archs.py)",
         slots=0,
+        inputs=tuple(
+            plan.layout.search(FRONT_OF) / f for f in ("pareto.json", "evaluations.jsonl")
+        ),
     )
 
 

@@ -4,6 +4,7 @@ relative to the working directory, and one invocation of the scheduler with its 
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import shlex
 import signal
 import time
@@ -11,6 +12,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
+from automoe.argtypes import positive_float, positive_int
 from automoe.errors import AutomoeError
 from staged import ledger
 from staged.layout import StagedLayout
@@ -29,6 +31,35 @@ def parse_seeds(text: str | None, minimum: int = 1) -> tuple[int, ...] | None:
     if len(seeds) < minimum or len(set(seeds)) != len(seeds):
         raise AutomoeError(f"--seeds {text!r}: give at least {minimum} distinct seed(s), e.g. 1,2")
     return seeds
+
+
+def add_run_arguments(p: argparse.ArgumentParser) -> None:
+    """The flags every staged benchmark takes for one invocation: cores, time, what runs."""
+    p.add_argument("--jobs", type=positive_int, default=2, help="cores: jobs run at a time")
+    p.add_argument("--time-limit", type=positive_float, help="minutes for this invocation")
+    p.add_argument(
+        "--only",
+        metavar="PATTERNS",
+        help="start only the stages whose names match one of these comma-separated patterns "
+        "(shell-style: 'eval *,train automoe-half-s1'); the rest wait. For a session that "
+        "cannot finish a long stage on a machine that does not keep the work folder",
+    )
+    p.add_argument(
+        "--inline",
+        action=argparse.BooleanOptionalAction,
+        help="run commands in this process, one at a time (default with --quick: no process "
+        "start-ups; the time limit is then only passed on, not enforced)",
+    )
+
+
+def selection(text: str | None) -> Callable[[Stage], bool] | None:
+    """`--only` as a test of a stage's name (None: every stage may start)."""
+    if text is None:
+        return None
+    patterns = [p.strip() for p in text.split(",") if p.strip()]
+    if not patterns:
+        raise AutomoeError(f"--only {text!r}: give stage names or patterns, e.g. 'eval *'")
+    return lambda stage: any(fnmatch.fnmatchcase(stage.name, p) for p in patterns)
 
 
 def here(path: Path) -> Path:
@@ -66,7 +97,7 @@ def run_plan(
     settings: dict[str, Any],
 ) -> int:
     """One invocation of a staged benchmark from its parsed command line (`--jobs`,
-    `--time-limit`, `--quick`, `--inline`): bring back the ledger's record of earlier
+    `--time-limit`, `--only`, `--quick`, `--inline`): bring back the ledger's record of earlier
     machines' stages, fix the work folder to `settings`, run what can run (SIGTERM stops the
     stages, keeping their checkpoints), record every finished stage in the ledger, write the
     report whatever happened with `write(plan, collect(), outcome, times, info, again,
@@ -94,6 +125,7 @@ def run_plan(
         plan.sizes.margin,
         inline,
         after=record,
+        selected=selection(args.only),
     )
     stages = plan.stages
     done = sum(s.done() for s in stages())
@@ -108,8 +140,8 @@ def run_plan(
         print("interrupted: stopping the running stages (their checkpoints are kept)")
     finally:
         signal.signal(signal.SIGTERM, previous)
-        record()
         write(plan, collect(), scheduler.outcome, times, info, again, args.quick)
+        record()  # after the report, which may keep what it read from outside the work folder
     outcome = scheduler.outcome
     pending = [s.name for s in stages() if not s.done()]
     print(f"ran {len(outcome.done)} stage(s): {', '.join(outcome.done) or 'none'}")

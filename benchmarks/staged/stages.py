@@ -46,7 +46,9 @@ class Stage:
     (continuing a started run; None = no time limit). `finished` replaces the existence test
     when an output can exist before the stage is done (a search paused by its time limit).
     `folder`: the run folder the stage owns (a training's, a search's). `recorded`: done by
-    an earlier machine's record, its output not here (`staged.ledger`).
+    an earlier machine's record, its output not here (`staged.ledger`). `inputs`: the files
+    it reads that its dependencies wrote; a stage that names them may run after a recorded
+    dependency when they are here (the ledger brought them back), and waits when one is not.
     """
 
     name: str
@@ -64,6 +66,7 @@ class Stage:
     finished: Callable[[], bool] | None = None
     folder: Path | None = None
     recorded: bool = False
+    inputs: tuple[Path, ...] = ()
 
     def done(self) -> bool:
         return self.finished() if self.finished is not None else self.output.exists()
@@ -140,6 +143,7 @@ class Scheduler:
         margin: float = 1.0,
         inline: bool = False,
         after: Callable[[], None] | None = None,
+        selected: Callable[[Stage], bool] | None = None,
     ) -> None:
         self.cores = cores
         self.logs = logs
@@ -149,6 +153,7 @@ class Scheduler:
         self.margin = margin
         self.inline = inline
         self.after = after  # called whenever a stage ends (the ledger records it)
+        self.selected = selected  # which stages may start (None: all)
         self.running: dict[str, _Running] = {}
         self.outcome = Outcome()
 
@@ -183,6 +188,9 @@ class Scheduler:
                 continue
             if stage.name in self.outcome.failed or stage.name in self.outcome.paused:
                 continue
+            if self.selected is not None and not self.selected(stage):
+                self.outcome.waiting[stage.name] = "not selected (--only)"
+                continue
             missing = [d for d in stage.deps if d not in done]
             if missing:
                 self.outcome.waiting[stage.name] = f"after {', '.join(missing)}"
@@ -192,12 +200,9 @@ class Scheduler:
             if not stage.command and stage.action is None:
                 self.outcome.waiting[stage.name] = f"an input not made here: {stage.about}"
                 continue
-            lost = [d for d in stage.deps if d in recorded]
-            if lost:
-                self.outcome.waiting[stage.name] = (
-                    f"needs what {', '.join(lost)} wrote on another machine (only its record "
-                    "is here: drop its name from the ledger's done.json to run it again)"
-                )
+            absent = _absent(stage, recorded)
+            if absent:
+                self.outcome.waiting[stage.name] = absent
                 continue
             reason = self._no_time(stage)
             if reason:
@@ -223,7 +228,10 @@ class Scheduler:
 
         def startable(stage: Stage) -> bool:
             made = bool(stage.command) or stage.action is not None
-            return made and stage.name not in ended and all(d in done for d in stage.deps)
+            chosen = self.selected is None or self.selected(stage)
+            return (
+                made and chosen and stage.name not in ended and all(d in done for d in stage.deps)
+            )
 
         return all(
             name in self.running or (name in by_name and startable(by_name[name]))
@@ -359,6 +367,17 @@ class Scheduler:
         else:
             self.outcome.paused.append(stage.name)
             print(f"[{_now()}] pause {stage.name} ({seconds / 60:.1f} min; resumes next time)")
+
+
+def _absent(stage: Stage, recorded: set[str]) -> str:
+    """Why the stage waits for what another machine made and this one lacks ("" if it does
+    not): its named inputs that are missing, else (none named) its recorded dependencies."""
+    again = "only a record of it is here: remove that record from the ledger to make it again"
+    if stage.inputs:
+        missing = [str(p) for p in stage.inputs if not p.exists()]
+        return f"needs {', '.join(missing)}, made on another machine ({again})" if missing else ""
+    lost = [d for d in stage.deps if d in recorded]
+    return f"needs what {', '.join(lost)} wrote on another machine ({again})" if lost else ""
 
 
 def _main_of(module: str) -> Callable[[list[str]], int]:

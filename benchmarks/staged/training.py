@@ -19,6 +19,7 @@ def resumable_training(
     deps: tuple[str, ...] = (),
     slots: int = 1,
     threads: int = 1,
+    inputs: tuple[Path, ...] = (),
 ) -> Stage:
     """`command` (an `automoe.train` with `--run=DIR`) as a stage done once `DIR/final` exists.
 
@@ -46,4 +47,5 @@ def resumable_training(
         threads=threads,
         checkpoints=True,
         folder=run,
+        inputs=inputs,
     )
