@@ -4,6 +4,7 @@ scheduler's order, exclusivity and time limit, the baselines and the targets' ve
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -70,6 +71,13 @@ def test_quick_run_does_every_stage_and_a_second_run_reuses_them(
     assert again["ran"] == [] and again["pending"] == []
     assert _mtimes(work) == before  # nothing rerun, nothing rewritten
     assert "ran 0 stage(s)" in capsys.readouterr().out
+
+    shutil.rmtree(work)  # a new machine: only the committed results and their ledger
+    assert bench_multi30k.main(argv) == 0
+    moved = json.loads((out / "multi30k.json").read_text())
+    assert moved["ran"] == [] and moved["pending"] == [] and moved["failed"] == {}
+    for key in ("rows", "largest", "estimator", "targets"):
+        assert moved[key] == report[key]
 
 
 @pytest.mark.parametrize(

@@ -70,6 +70,10 @@ def test_quick_run_does_every_stage_and_a_second_run_reuses_them(
     assert again["ran"] == [] and again["pending"] == []
     assert _mtimes(work / "train") == before
     assert "ran 0 stage(s)" in capsys.readouterr().out
+    recorded = work / "task_moe" / "ledger"
+    assert (recorded / "train" / "dense-s1" / "metrics.jsonl").is_file()
+    assert not any(p.suffix == ".pt" for p in recorded.rglob("*"))
+    assert not (recorded / "task_moe").exists() and not (recorded / "task_moe.json").exists()
 
 
 @pytest.mark.parametrize(

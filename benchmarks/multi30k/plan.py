@@ -1,8 +1,9 @@
 """Every stage of the comparison, in the order the scheduler prefers them.
 
 Order: the SuperNet, the latency predictor and the dense latency (the searches need them),
-the four searches, then what else needs the SuperNet's weights (the SuperNet-as-estimator
-evaluations, minutes, and the timing of every architecture, alone on the machine), then
+the four searches and the estimator's own run of the AutoMoE@1/2 search (its front), then
+what else needs the SuperNet's weights (the SuperNet-as-estimator evaluations, minutes, and
+the timing of every architecture, alone on the machine), then
 every row's first-seed training (each training's evaluation is preferred as soon as it can
 run), the later seeds with the rows the targets compare first, the search's front points,
 and last the fine-tuned side column. A SuperNet then serves its stages in one session, and
@@ -104,7 +105,11 @@ class Plan:
             out.append(search_stages.reused("latency predictor", self.predictor))
         out += [search_stages.dense_latency(self), search_stages.constraints(self)]
         out += [search_stages.search(self, row) for row in SEARCHED]
-        out += [search_stages.front(self), model_stages.evaluation(self, LARGEST, ("supernet",))]
+        out += [
+            search_stages.front_search(self),
+            search_stages.front(self),
+            model_stages.evaluation(self, LARGEST, ("supernet",)),
+        ]
         first, *later = self.sizes.seeds
         rows = [model_stages.training(self, key, first) for key in _keys()]
         seeds = [model_stages.training(self, key, seed) for seed in later for key in SEED_ORDER]

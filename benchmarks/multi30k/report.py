@@ -24,7 +24,7 @@ from automoe.files import write_text_atomic
 from multi30k import figures
 from multi30k.placement import placement_md
 from multi30k.plan import Plan
-from multi30k.rows import FINETUNED, LARGEST, ROWS
+from multi30k.rows import FINETUNED, FRONT_SEARCH, LARGEST, ROWS
 
 # The trainings of the long run that began with PyTorch's fused attention kernels
 FUSED_ATTENTION_TRAININGS = ("dense-s1", "switch-s1")
@@ -125,6 +125,13 @@ def compute(plan: Plan, collected: dict[str, Any], times: StageTimes) -> list[li
             note = "" if search is None else f"{search['evaluations']} evaluations"
             wall = None if search is None else search["wall_s"]
             rows.append((f"search {row.key} (scoring)", wall, 1, note))
+    front = read_json(plan.layout.search(FRONT_SEARCH) / "summary.json")
+    note = "the estimator's front" + (
+        "" if front is None else f", {front['evaluations']} evaluations"
+    )
+    rows.append(
+        (f"search {FRONT_SEARCH} (scoring)", None if front is None else front["wall_s"], 1, note)
+    )
     first = plan.sizes.seeds[0]
     names = [f"{r.key}-s{s}" for r in ROWS for s in plan.sizes.seeds]
     names += [f"{k}-ft-s{first}" for k in FINETUNED]
@@ -244,6 +251,7 @@ def commands_md(plan: Plan, collected: dict[str, Any]) -> str:
             f"- inherited evaluations (one per architecture and split), e.g. "
             f"`{inherited[0].shown()}`"
         )
+    lines.append(f"- search {FRONT_SEARCH}: `{stages[f'search {FRONT_SEARCH}'].shown()}`")
     for name in ("timing latency", "timing throughput", "front", "constraints", "baselines"):
         lines.append(f"- {name}: {stages[name].shown()}")
     return "\n".join(lines)

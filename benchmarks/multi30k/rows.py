@@ -30,6 +30,10 @@ SEARCHED = tuple(r for r in ROWS if r.strategy)
 # (in no target, and the slowest to train) last.
 SEED_ORDER = ("automoe-half", "dense", "random-half", "hat-half", "automoe-third", "switch")
 FINETUNED = ("automoe-half", "automoe-third")  # also fine-tuned from the SuperNet's weights
-FRONT_OF = "automoe-half"  # the search whose front points join the estimator study
+# The estimator study's front points come from a search run of its own with the settings of
+# FRONT_OF's: the row's search then never runs twice, so a SuperNet trained again on a new
+# machine can give the study its front without touching the rows' architectures.
+FRONT_OF = "automoe-half"
+FRONT_SEARCH = "front"  # that run's name (search/front)
 FRONT_PREFIX = "front-"
 LARGEST = "supernet-largest"  # the SuperNet's largest sub-network, inherited weights

@@ -12,7 +12,7 @@ from staged.stages import ALL, Stage
 
 from automoe.space import SearchSpace
 from multi30k import archs
-from multi30k.rows import FRONT_OF, ROWS, SEARCHED, Row
+from multi30k.rows import FRONT_OF, FRONT_SEARCH, ROWS, SEARCHED, Row
 from multi30k.settings import FRACTIONS
 
 if TYPE_CHECKING:
@@ -140,9 +140,11 @@ def bound(plan: Plan, fraction: str) -> str:
     return f"{bounds[fraction]['bound_ms']:.2f}"
 
 
-def search(plan: Plan, row: Row) -> Stage:
-    """The paper's search: the lowest validation loss under the latency bound."""
-    s, run = plan.sizes, plan.layout.search(row.key)
+def search(plan: Plan, row: Row, name: str | None = None) -> Stage:
+    """The paper's search: the lowest validation loss under the latency bound (`name`: a run
+    of the row's settings under another name)."""
+    name = name or row.key
+    s, run = plan.sizes, plan.layout.search(name)
     command = (
         "automoe.search",
         f"--strategy={row.strategy}",
@@ -160,16 +162,20 @@ def search(plan: Plan, row: Row) -> Stage:
         *plan.common_flags(),
     )
 
-    return resumable_search(
-        f"search {row.key}", run, command, plan.common_flags(), ("constraints",)
-    )
+    deps = ("constraints", "supernet", "latency predictor")
+    return resumable_search(f"search {name}", run, command, plan.common_flags(), deps)
+
+
+def front_search(plan: Plan) -> Stage:
+    """The estimator study's own run of FRONT_OF's search, whose candidates give the front."""
+    return search(plan, next(r for r in SEARCHED if r.key == FRONT_OF), FRONT_SEARCH)
 
 
 def front(plan: Plan) -> Stage:
     def action() -> None:
         keys = {archs.arch_key(plan.arch_file(r.key)) for r in ROWS}
         archs.write_front(
-            plan.layout.search(FRONT_OF),
+            plan.layout.search(FRONT_SEARCH),
             {k for k in keys if k is not None},
             plan.sizes.estimator_points,
             plan.layout.estimator,
@@ -179,13 +185,13 @@ def front(plan: Plan) -> Stage:
     return Stage(
         "front",
         plan.layout.front,
-        (f"search {FRONT_OF}", "baselines"),
+        (f"search {FRONT_SEARCH}", "baselines"),
         action=action,
         about=f"{plan.sizes.estimator_points} points spread over the latency front of the "
-        f"{FRONT_OF} search's candidates (benchmarks/multi30k/archs.py)",
+        f"candidates of a run of the {FRONT_OF} search (benchmarks/multi30k/archs.py)",
         slots=0,
         inputs=tuple(
-            plan.layout.search(FRONT_OF) / f for f in ("pareto.json", "evaluations.jsonl")
+            plan.layout.search(FRONT_SEARCH) / f for f in ("pareto.json", "evaluations.jsonl")
         ),
     )
 

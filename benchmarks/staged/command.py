@@ -113,8 +113,11 @@ def run_plan(
     times = StageTimes(layout.stage_times)
     deadline = None if args.time_limit is None else time.monotonic() + args.time_limit * 60
 
+    # the report and its folder (the ledger among them) may lie inside the work folder
+    skip = [layout.logs, layout.figures, layout.report_md, layout.report_json]
+
     def record() -> None:
-        ledger.save(layout.work, layout.ledger, plan.stages(), skip=[layout.logs])
+        ledger.save(layout.work, layout.ledger, plan.stages(), skip=skip)
 
     scheduler = Scheduler(
         args.jobs,
