@@ -23,8 +23,9 @@ Finished work outlives the machine: after every stage the small result files of 
 (scores, metrics, search records, timings) are copied into --results/multi30k/ledger, to be
 committed with the report, and a new invocation on a new machine copies them back, so a
 finished training counts as done without its model file. --supernet needs only the run
-folder's settings for the trainings; the stages that need its weights (searches, estimator
-evaluations, timing, fine-tuning) wait until supernet.pt is there. A stage that needs a
+folder's settings for the trainings; the ledger keeps them, puts them back on a new machine,
+and there trains the SuperNet again from them (alone, before the stages that need its
+weights: the estimator evaluations, timing and fine-tuning). A stage that needs a
 file another machine made and the ledger does not keep (a search's candidates, for the
 front) waits and says so. Where the machine keeps nothing between sessions, a stage cut off
 by the session is lost: `--only 'train automoe-*-s1,eval *'` starts only the stages chosen
@@ -43,7 +44,7 @@ import sys
 from pathlib import Path
 
 from common import RESULTS, machine_info
-from multi30k import report
+from multi30k import report, reused
 from multi30k.plan import Inputs, Plan
 from multi30k.results import Collector
 from multi30k.settings import Layout, sizes_for
@@ -125,6 +126,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     work = args.work or Path("runs/multi30k-bench-quick" if args.quick else "runs/multi30k-bench")
     layout = Layout(work, args.results or (work / "results" if args.quick else here(RESULTS)))
+    if args.supernet is not None and reused.restore_settings(args.supernet, layout.ledger):
+        print(f"restored the settings of SuperNet {args.supernet} from {layout.ledger}")
     _check_inputs(args)
     inputs = Inputs(
         args.space,

@@ -15,7 +15,15 @@ BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 sys.path.insert(0, str(BENCH))
 
 import bench_multi30k  # noqa: E402
-from multi30k import archs, model_stages, placement, report, results, search_stages  # noqa: E402
+from multi30k import (  # noqa: E402
+    archs,
+    model_stages,
+    placement,
+    report,
+    results,
+    reused,
+    search_stages,
+)
 from multi30k.plan import Inputs, Plan  # noqa: E402
 from multi30k.rows import ROWS, SEARCHED, SEED_ORDER  # noqa: E402
 from multi30k.settings import FULL, QUICK, Layout  # noqa: E402
@@ -332,22 +340,38 @@ def test_bounds_never_fall_below_the_smallest_architectures_predicted_latency(
     assert half["bound_ms"] == pytest.approx(50.0 * archs.SMALLEST_MARGIN) and half["raised"]
 
 
-def test_a_reused_supernets_training_time_is_kept_for_machines_without_its_metrics(
+def test_a_reused_supernet_is_kept_and_trained_again_from_its_settings_on_a_new_machine(
     tmp_path: Path,
 ) -> None:
-    supernet = tmp_path / "supernet"
-    supernet.mkdir()
+    supernet, old, new = tmp_path / "supernet", tmp_path / "old", tmp_path / "new"
+    layout = Layout(old / "work", old / "results")
     inputs = Inputs("multi30k", supernet, None, None, jobs=2, latency_threads=1)
-    plan = Plan(FULL, Layout(tmp_path / "work", tmp_path / "results"), inputs)
-    assert report.supernet_metrics(plan) is None
+    plan = Plan(FULL, layout, inputs)
+    assert reused.keep(supernet, layout.work) is None
+    supernet.mkdir()
+    data = {"pairs": ["en-de"], "vocab_size": 8000, "max_len": 64, "max_tokens": 4096}
+    data |= {"train_limit": 0, "valid_size": 500}
+    settings = {"space": "s", "data": data, "train": {"max_steps": 1500}}
+    (supernet / "run.json").write_text(json.dumps(settings))
 
     def metrics(*rows: tuple[int, float]) -> None:
         lines = [json.dumps({"step": step, "elapsed_s": s}) + "\n" for step, s in rows]
         (supernet / "metrics.jsonl").write_text("".join(lines))
 
     metrics((100, 310.0), (1500, 4788.0))
-    assert report.supernet_metrics(plan)["elapsed_s"] == 4788.0
-    metrics((10, 30.0))  # started again on a new machine: the finished run's time stands
-    assert report.supernet_metrics(plan)["step"] == 1500
-    (supernet / "metrics.jsonl").unlink()
-    assert report.supernet_metrics(plan) == {"step": 1500, "elapsed_s": 4788.0}
+    (supernet / "supernet.pt").write_bytes(b"weights")
+    collected = results.Collector(plan).collect()
+    assert report.compute(plan, collected, StageTimes(tmp_path / "t.json"))[0][1] == "1.33"
+    metrics((10, 30.0))  # started again: the finished run's time stands
+    assert reused.keep(supernet, layout.work) == {"step": 1500, "elapsed_s": 4788.0}
+    assert plan.stages()[1].shown() == f"reused: {supernet / 'supernet.pt'}"
+
+    ledger = layout.work  # what the ledger holds of the work folder, on a new machine
+    shutil.rmtree(supernet)
+    assert reused.restore_settings(supernet, ledger)
+    assert json.loads((supernet / "run.json").read_text()) == settings
+    assert not reused.restore_settings(supernet, ledger)  # there already
+    again = Plan(FULL, Layout(new / "work", new / "results"), inputs).stages()[1]
+    assert again.name == "supernet" and not again.done()
+    assert again.args_now(None) == [f"--run={supernet}", "--resume", "--threads=2", "--no-progress"]
+    assert not reused.restore_settings(tmp_path / "elsewhere", ledger)  # not the one recorded

@@ -460,6 +460,28 @@ def test_resume_from_a_corrupt_checkpoint_rewrites_nothing(
     assert _snapshot(run) == before
 
 
+@pytest.mark.parametrize("kept", [("run.json",), ("run.json", "tokenizer.model")])
+def test_resume_of_a_run_of_which_only_the_settings_are_left_trains_it_again_the_same(
+    kept: tuple[str, ...],
+    tmp_path: Path,
+    tiny_space_file: Path,
+    data_dir: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    full, again = tmp_path / "full", tmp_path / "again"
+    assert train_main(tiny_args(full, tiny_space_file, data_dir, steps=6)) == 0
+    again.mkdir()
+    for name in kept:  # what a results ledger keeps of a run whose machine is gone
+        (again / name).write_bytes((full / name).read_bytes())
+    (again / "metrics.jsonl").write_text('{"step": 3, "loss": 9.0}\n')  # a run cut off early
+    capsys.readouterr()
+    assert train_main([f"--run={again}", "--resume", "--no-progress"]) == 0
+    assert "holds no checkpoint yet: training from the first update" in capsys.readouterr().out
+    _assert_same_weights(full, again)
+    steps = [line.split(",")[0] for line in (again / "metrics.csv").read_text().splitlines()[1:]]
+    assert steps == [str(s) for s in range(1, 7)]
+
+
 def test_resume_of_a_finished_run_says_so_and_rewrites_nothing(
     tmp_path: Path, tiny_space_file: Path, data_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -338,14 +338,13 @@ class Trainer:
         """Restore model, optimiser, data position and RNG from the run's newest checkpoint.
 
         A missing or damaged `checkpoint.pt` falls back to `checkpoint.pt.prev`; the returned
-        line then says so (None when the newest one was used).
+        line then says so (None when the newest one was used). With neither (the run stopped
+        before its first checkpoint, or only its settings were kept) the fresh state stands:
+        the run starts over exactly as it first did, and the line says so.
         """
         newest, previous = self.checkpoint_path, previous_path(self.checkpoint_path)
         if not newest.exists() and not previous.exists():
-            raise AutomoeError(
-                f"{self.run_dir} holds no checkpoint yet (training stopped before the first); "
-                "start it again without --resume"
-            )
+            return f"{self.run_dir} holds no checkpoint yet: training from the first update"
         notice = None
         try:
             state = _read_state(newest)

@@ -39,6 +39,23 @@ def supernet_training(plan: Plan) -> Stage:
     )
 
 
+def supernet_again(plan: Plan) -> Stage:
+    """A reused SuperNet whose weights are not on this machine, trained again from its
+    folder's settings with every core (its first run's, kept by the ledger)."""
+    jobs = plan.inputs.jobs
+    command = (
+        "automoe.train",
+        f"--run={plan.supernet}",
+        "--resume",
+        f"--threads={jobs}",
+        "--no-progress",
+        *plan.common_flags(),
+    )
+    return resumable_training(
+        "supernet", command, SUPERNET_FILE, plan.common_flags(), slots=ALL, threads=jobs
+    )
+
+
 def arch_deps(key: str) -> tuple[str, ...]:
     """The stage that writes an architecture's file."""
     if key in BASELINES:

@@ -97,8 +97,10 @@ class Plan:
         out = [search_stages.baselines(self)]
         if self.inputs.supernet is None:
             out.append(model_stages.supernet_training(self))
-        else:
+        elif (self.supernet / SUPERNET_FILE).is_file():
             out.append(search_stages.reused("supernet", self.supernet / SUPERNET_FILE))
+        else:
+            out.append(model_stages.supernet_again(self))
         if self.inputs.predictor is None:
             out += [search_stages.latency_dataset(self), search_stages.predictor_fit(self)]
         else:

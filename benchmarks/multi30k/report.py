@@ -21,7 +21,7 @@ from staged.report import (
 from staged.stages import Outcome, StageTimes
 
 from automoe.files import write_text_atomic
-from multi30k import figures
+from multi30k import figures, reused
 from multi30k.placement import placement_md
 from multi30k.plan import Plan
 from multi30k.rows import FINETUNED, FRONT_SEARCH, LARGEST, ROWS
@@ -81,21 +81,6 @@ def table(collected: dict[str, Any]) -> str:
     return markdown_table(header, rows)
 
 
-def supernet_metrics(plan: Plan) -> dict[str, Any] | None:
-    """The SuperNet training's last metrics row. A reused SuperNet lies outside the work
-    folder, so the furthest row seen is kept in it (and so in the ledger) for the machines
-    that lack the SuperNet's folder."""
-    kept = plan.layout.work / "supernet_metrics.json"
-    last, known = last_metrics(plan.supernet), read_json(kept)
-    if plan.inputs.supernet is None or last is None:
-        return last or known
-    if known is None or last["step"] >= known["step"]:
-        kept.parent.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(kept, json.dumps(last) + "\n")
-        return last
-    return known
-
-
 def compute(plan: Plan, collected: dict[str, Any], times: StageTimes) -> list[list[str]]:
     """Wall and CPU hours per stage (CPU = wall x threads), and their total."""
     rows: list[tuple[str, float | None, int | None, str]] = []
@@ -107,7 +92,11 @@ def compute(plan: Plan, collected: dict[str, Any], times: StageTimes) -> list[li
         else:
             rows.append((name, entry["seconds"], entry["threads"], note))
 
-    supernet = supernet_metrics(plan)
+    supernet = (
+        reused.keep(plan.supernet, plan.layout.work)
+        if plan.inputs.supernet
+        else last_metrics(plan.supernet)
+    )
     rows.append(
         (
             "SuperNet training",
