@@ -158,7 +158,7 @@ def test_front_points_spread_over_latency_and_skip_rows(tmp_path: Path) -> None:
 
 
 def _row(label: str, bleus: list[float], latency: float = 0.4, flops: float = 1.0) -> dict:
-    stats = {"mean": sum(bleus) / len(bleus), "spread": max(bleus) - min(bleus)}
+    stats = {"mean": sum(bleus) / len(bleus), "spread": max(bleus) - min(bleus), "values": bleus}
     return {
         "label": label,
         "bleu": stats,
@@ -174,7 +174,7 @@ def test_targets_say_met_or_missed_by_how_much() -> None:
         "random-half": _row("Random", [29.0, 29.6]),
         "hat-half": _row("HAT", [29.4, 29.5]),
     }
-    checks = {t["target"]: t for t in results.targets(rows, {"bleu": {"mean": 28.0}})}
+    checks = {t["target"]: t for t in results.targets(rows, {"bleu": {"mean": 28.0}}, 2)}
     assert checks["AutoMoE@1/2 BLEU below dense"]["met"]  # 0.4 behind: within 0.5
     latency = checks["AutoMoE@1/2 latency / dense"]
     assert not latency["met"] and latency["missed_by"] == pytest.approx(0.1)
@@ -183,8 +183,26 @@ def test_targets_say_met_or_missed_by_how_much() -> None:
     assert random["met"] is False and random["missed_by"] == pytest.approx(0.2)
     assert checks["AutoMoE@1/2 BLEU above HAT"]["met"]  # +0.25 against a spread of 0.2
     assert checks["SuperNet largest BLEU"]["missed_by"] == pytest.approx(2.0)
-    pending = results.targets({**rows, "dense": {**rows["dense"], "bleu": None}}, {"bleu": None})
+    pending = results.targets({**rows, "dense": {**rows["dense"], "bleu": None}}, {"bleu": None}, 2)
     assert pending[0]["met"] is None and "pending" in pending[0]["text"]
+
+
+def test_a_difference_between_rows_waits_for_two_seeds_and_a_gap_on_one_is_provisional() -> None:
+    rows = {
+        "dense": _row("Dense", [30.0], 1.0, 3.0),
+        "automoe-half": _row("AutoMoE", [28.4, 29.0], 0.6, 0.9),
+        "random-half": _row("Random", [29.0]),
+        "hat-half": _row("HAT", [28.0, 28.1]),
+    }
+    checks = {t["target"]: t for t in results.targets(rows, {"bleu": None}, 2)}
+    below = checks["AutoMoE@1/2 BLEU below dense"]
+    assert below["met"] is False and below["text"].endswith("(provisional: 1 of 2 seeds)")
+    random = checks["AutoMoE@1/2 BLEU above Random"]  # -0.3 on one seed: no verdict
+    assert random["met"] is None and "pending until 2 seeds each" in random["text"]
+    assert checks["AutoMoE@1/2 BLEU above HAT"]["met"]  # +0.65 against a spread of 0.6
+    one = {t["target"]: t for t in results.targets(rows, {"bleu": None}, 1)}  # --seeds 1
+    assert one["AutoMoE@1/2 BLEU above Random"]["met"] is False
+    assert "provisional" not in one["AutoMoE@1/2 BLEU below dense"]["text"]
 
 
 def _placed(label: str, encoder: list[list[int]], decoder: list[list[int]]) -> dict:
