@@ -3,13 +3,13 @@
 Order: the SuperNet, the latency predictor and the dense latency (the searches need them),
 the four searches and the estimator's own run of the AutoMoE@1/2 search (its front), then
 what else needs the SuperNet's weights (the SuperNet-as-estimator evaluations, minutes, and
-the timing of every architecture, alone on the machine), then
-every row's first-seed training (each training's evaluation is preferred as soon as it can
-run), the later seeds with the rows the targets compare first, the search's front points,
-and last the fine-tuned side column. A SuperNet then serves its stages in one session, and
-trainings, which need only its settings, run in any later one; the targets' verdicts come
-before the estimator study. The plan is rebuilt after each stage: the bounds come from the
-dense latency, the estimator's front points from a search.
+the timing of every architecture, alone on the machine), then every row's first-seed
+training (each training's evaluation is preferred as soon as it can run), the later seeds
+with the rows the targets compare first, the search's front points, and last the fine-tuned
+side column. A SuperNet then serves its stages in one session, and trainings, which need
+only its settings, run in any later one; the targets' verdicts come before the estimator
+study. The plan is rebuilt after each stage: the bounds come from the dense latency, the
+estimator's front points from a search.
 """
 
 from __future__ import annotations
