@@ -13,6 +13,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
 import bench_task_moe
+from staged.stages import Scheduler, StageTimes
 from task_moe import archs, report, results, timing
 from task_moe.plan import ROWS, SEARCHED, SEED_ORDER, SPACE, Inputs, Plan
 from task_moe.settings import QUICK, Layout
@@ -152,6 +153,19 @@ def test_rows_routing_a_layer_by_task_are_exported_and_scored_per_pair(tmp_path:
     assert plan.arch(SEARCHED) is None and f"eval {SEARCHED}-s1" in names
     assert names[f"train {SEARCHED}-s1"].deps == ("search routing",)
     assert "<the dense model's latency>" in names["search routing"].shown()
+
+
+def test_the_search_waits_for_a_supernet_trained_on_another_machine(tmp_path: Path) -> None:
+    plan = _plan(tmp_path)
+    plan.layout.ledger.mkdir(parents=True)
+    (plan.layout.ledger / "done.json").write_text('["supernet", "latency dense"]')
+    plan.layout.dense_latency.parent.mkdir(parents=True)
+    plan.layout.dense_latency.write_text(json.dumps({"latency_ms": 12.0}))  # restored record
+    scheduler = Scheduler(2, tmp_path / "logs", StageTimes(tmp_path / "times.json"))
+    scheduler.selected = lambda stage: stage.name == "search routing"
+    outcome = scheduler.run(plan.stages)
+    assert outcome.done == [] and outcome.failed == {}
+    assert "needs what supernet wrote on another machine" in outcome.waiting["search routing"]
 
 
 def test_scoring_is_preferred_as_soon_as_a_training_ends_and_target_rows_reseed_first(

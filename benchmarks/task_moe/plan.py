@@ -199,8 +199,9 @@ class Plan:
             "--no-progress",
             *self.common_flags(),
         )
+        deps = ("latency dense", "supernet")
         return resumable_search(
-            "search routing", run, command, self.common_flags(), ("latency dense",), slots=ALL
+            "search routing", run, command, self.common_flags(), deps, slots=ALL
         )
 
     def _scoring(self, row: str, seed: int) -> list[Stage]:
