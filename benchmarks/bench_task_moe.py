@@ -8,21 +8,25 @@ Rows (benchmarks/task_moe/archs.py; all architectures of benchmarks/task_moe/spa
 dense; token-, sentence- and task-routed MoE (4 top-1 experts in every layer); mixed (token-
 routed encoder, task-routed decoder); and the routing search's winner. Every model trains
 from scratch on all pairs with one budget and --seeds; a model routing any layer by task is
-exported per pair (`python -m automoe.export --task`) and scored and timed as exported.
+exported per pair (`python -m automoe.export --task`) and scored as exported.
 
-The routing search trains a SuperNet of the space on all pairs, measures the dense model's
-latency as its sub-network, and searches (evolution, latency measured) for the lowest
-validation loss and latency under that bound; its winner trains like the other rows.
+The routing search trains a SuperNet of the space on all pairs (on every core), measures the
+dense model's latency as its sub-network, and searches (evolution, latency measured) for the
+lowest validation loss and latency under that bound; its winner trains like the other rows.
+Sizes, throughput and memory are measured on each row's architecture as an untrained model,
+deployed as its trained seeds are, decoding at forced lengths (benchmarks/task_moe/timing.py):
+they do not need the trained models, which stay on the machine that trained them.
 
-The full run costs about 30 CPU-hours, some 15 hours on 2 idle cores: 12 trainings of 3000
-updates (1 thread: about 2.6 s per update for dense), a SuperNet, one search, 30 beam-4
-evaluations, and the timing runs. Repeat the same command until it says every stage is
-done; each invocation writes the report (benchmarks/results/task_moe.md and .json).
+The full run costs about 30 CPU-hours: 12 trainings of 3000 updates (1 thread: about 2.6 s
+per update for dense on an EPYC), a SuperNet (about an hour on 2 cores), one search, 30
+beam-4 evaluations, and the timing runs. Repeat the same command until it says every stage
+is done; each invocation writes the report (benchmarks/results/task_moe.md and .json), and
+the ledger beside it keeps every finished stage's results for the next machine.
 
 Library commands run as background processes, --jobs at a time with one thread each; the
-timing stages and the search (it measures latency) run alone. With --time-limit, nothing
-starts that cannot checkpoint before the limit, and what still runs at the limit is stopped
-with its checkpoint; the next invocation continues.
+SuperNet, the timing stages and the search (it measures latency) run alone. With
+--time-limit, nothing starts that cannot checkpoint before the limit, and what still runs at
+the limit is stopped with its checkpoint; the next invocation continues on the same machine.
 """
 
 from __future__ import annotations

@@ -9,17 +9,23 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
 import bench_task_moe
-from staged.stages import Scheduler, StageTimes
+from staged.stages import ALL, Scheduler, StageTimes
 from task_moe import archs, report, results, timing
 from task_moe.plan import ROWS, SEARCHED, SEED_ORDER, SPACE, Inputs, Plan
 from task_moe.settings import QUICK, Layout
 
+from automoe.data import Example, collate
 from automoe.errors import run_cli
 from automoe.space import ArchConfig, SearchSpace
+from automoe.supernet.decode import translate_ids
+from automoe.supernet.model import ModelConfig, Transformer
+
+COMMITTED = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "task_moe"
 
 
 def _mtimes(folder: Path) -> dict[str, int]:
@@ -123,10 +129,9 @@ def test_every_row_fits_the_benchmark_space_and_routes_as_named() -> None:
 
 def test_committed_architecture_files_are_what_the_benchmark_writes(tmp_path: Path) -> None:
     archs.write_models(SearchSpace.load(SPACE), tmp_path)
-    committed = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "task_moe"
     for row in archs.ROUTING:
         assert ArchConfig.load(tmp_path / f"{row}.yaml") == ArchConfig.load(
-            committed / f"{row}.yaml"
+            COMMITTED / f"{row}.yaml"
         )
 
 
@@ -145,14 +150,58 @@ def test_rows_routing_a_layer_by_task_are_exported_and_scored_per_pair(tmp_path:
             export = names[f"export {row}-s1 {pair}"]
             assert f"--task={pair}" in export.command and export.deps == (f"train {row}-s1",)
             assert names[f"eval {row}-s1 {pair}"].deps == (f"export {row}-s1 {pair}",)
-        assert plan.deployed(row, 1, "en-de") == plan.layout.export(f"{row}-s1", "en-de")
+            shape = names[f"shape {row} {pair}"]
+            assert f"--task={pair}" in shape.command and shape.deps == (f"shape {row}",)
+        assert plan.shaped(row, "en-de") == plan.layout.shape_export(row, "en-de")
     for row in ("dense", "token", "sentence"):
         assert not plan.exported(row) and f"eval {row}-s1" in names
-        assert plan.deployed(row, 1, "en-de") == plan.layout.train(f"{row}-s1")
-    # the winner is unknown until its search is done: it waits, then trains from best.yaml
+        assert plan.shaped(row, "en-de") == plan.layout.shape(row)
+    # the winner is unknown until its search is done: it waits, then trains from best.yaml,
+    # which the ledger brings back to a machine the search did not run on
     assert plan.arch(SEARCHED) is None and f"eval {SEARCHED}-s1" in names
-    assert names[f"train {SEARCHED}-s1"].deps == ("search routing",)
+    for name in (f"train {SEARCHED}-s1", f"shape {SEARCHED}"):
+        assert names[name].deps == ("search routing",)
+        assert names[name].inputs == (plan.layout.search / "best.yaml",)
     assert "<the dense model's latency>" in names["search routing"].shown()
+
+
+def test_sizes_and_timings_come_from_untrained_models_not_from_the_trained_seeds(
+    tmp_path: Path,
+) -> None:
+    """Trained models do not outlive their machine; an architecture's untrained model (one
+    update, the trainings' data and tokenizer) has their size and decoding cost."""
+    plan = _plan(tmp_path)
+    names = {s.name: s for s in plan.stages()}
+    for row in ROWS:
+        shape = names[f"shape {row}"]
+        assert "--max-steps=1" in shape.command and f"--arch={plan.arch_file(row)}" in shape.command
+    for stage in ("deployment", "timing throughput", "timing memory"):
+        assert names[stage].deps and not any(d.startswith("train ") for d in names[stage].deps)
+    assert "shape task en-fr" in names["deployment"].deps
+    assert "shape task en-fr" not in names["timing throughput"].deps  # timed on en-de only
+    assert "shape task en-de" in names["timing throughput"].deps
+    assert plan.timed_models()["task"] == plan.layout.shape_export("task", "en-de")
+    supernet = names["supernet"]
+    assert supernet.slots == ALL and supernet.threads == 2 and "--threads=2" in supernet.command
+
+
+def test_forced_lengths_make_an_untrained_model_decode_the_references_token_count() -> None:
+    torch.manual_seed(0)
+    dense = ArchConfig.load(COMMITTED / "dense.yaml")
+    net = Transformer(ModelConfig(vocab_size=40, qkv_dim=256, shape=dense, max_positions=32))
+    g = torch.Generator().manual_seed(1)
+    examples = []
+    for _ in range(6):
+        n, m = (int(x) for x in torch.randint(2, 9, (2,), generator=g))
+        examples.append(Example(tuple(range(4, 4 + n)), tuple(range(5, 5 + m)), 0))
+    batches = [collate(examples[:3]), collate(examples[3:])]
+    decode = timing.forced_lengths(batches, beam=3, positions=32)
+    targets = sum(len(e.tgt) for e in examples)
+    assert decode.max_len_a == pytest.approx(targets / sum(len(e.src) for e in examples))
+    for batch in batches:
+        out = translate_ids(net.eval(), batch.src_tokens, batch.src_padding_mask, None, decode)
+        sources = (~batch.src_padding_mask).sum(1).tolist()
+        assert [len(o) for o in out] == [int(decode.max_len_a * n) for n in sources]
 
 
 def test_the_search_waits_for_a_supernet_trained_on_another_machine(tmp_path: Path) -> None:
@@ -239,9 +288,7 @@ def _empty() -> dict:
 
 
 def test_the_paper_finding_counts_only_moe_layers() -> None:
-    arch = ArchConfig.load(
-        Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "task_moe" / "mixed.yaml"
-    )
+    arch = ArchConfig.load(COMMITTED / "mixed.yaml")
     routing = results.layer_routing(arch)
     assert routing == {"encoder": ["token"] * 3, "decoder": ["task"] * 3}
     front = [

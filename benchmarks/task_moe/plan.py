@@ -1,12 +1,19 @@
 """Every stage of the Task-MoE benchmark, in the order the scheduler prefers them.
 
 Order: the architecture files, the first seed of every hand-designed model, the routing
-SuperNet, the dense latency that bounds its search, the search and its winner's first
-seed, the timing runs (alone on the machine), then the later seeds, the rows the targets
-compare first. Each training's per-pair exports and evaluations are preferred as soon as
-they can run, so a model's BLEU (the dense model's says whether the budget is enough) is
-known minutes after its training, not sessions later. The plan is rebuilt after each stage:
-the winner's exports depend on whether the search chose task routing anywhere.
+SuperNet, the dense latency that bounds its search, the search, the sizing and timing runs,
+the winner's first seed, then the later seeds, the rows the targets compare first. Each
+training's per-pair exports and evaluations are preferred as soon as they can run, so a
+model's BLEU (the dense model's says whether the budget is enough) is known minutes after its
+training, not sessions later. The plan is rebuilt after each stage: the winner's exports
+depend on whether the search chose task routing anywhere.
+
+What is sized and timed is each row's architecture as an untrained model (`shape` stages:
+one update of `automoe.train --arch`), not its trained seeds: a model's size does not depend
+on its weights, nor does the cost of decoding at forced lengths (`timing`), and trained
+models do not outlive the machine that trained them, while the timing must see every row in
+one run. The routing SuperNet trains on every core so that it, its search and the timing
+fit one session.
 """
 
 from __future__ import annotations
@@ -21,7 +28,7 @@ from staged.training import resumable_training
 
 from automoe.runs import MODEL_FILE, SUPERNET_FILE
 from automoe.space import ArchConfig, SearchSpace
-from task_moe import timing
+from task_moe import deployment, timing
 from task_moe.archs import ROUTING, write_models
 from task_moe.settings import Layout, Sizes
 
@@ -73,10 +80,9 @@ class Plan:
         arch = self.arch(row)
         return arch is not None and "task" in arch.routing_modes
 
-    def deployed(self, row: str, seed: int, pair: str) -> Path:
-        """What serves `pair`: the export, or the whole model."""
-        name = f"{row}-s{seed}"
-        return self.layout.export(name, pair) if self.exported(row) else self.layout.train(name)
+    def shaped(self, row: str, pair: str) -> Path:
+        """What is sized and timed for `pair`: the untrained model's export, or itself."""
+        return self.layout.shape_export(row, pair) if self.exported(row) else self.layout.shape(row)
 
     def stages(self) -> list[Stage]:
         first, *later = self.sizes.seeds
@@ -85,8 +91,10 @@ class Plan:
         out += [s for seed in self.sizes.seeds for row in ROWS for s in self._scoring(row, seed)]
         out += [self._training(row, first) for row in hand]
         out += [self._supernet(), self._dense_latency(), self._search()]
-        out.append(self._training(SEARCHED, first))
+        out += [s for row in ROWS for s in self._shape(row)]
+        out.append(self._deployment())
         out += self._timings()
+        out.append(self._training(SEARCHED, first))
         out += [self._training(row, seed) for seed in later for row in SEED_ORDER]
         return ledger.mark(out, self.layout.ledger)
 
@@ -122,8 +130,81 @@ class Plan:
             "--no-progress",
             *self.common_flags(),
         )
-        deps = ("search routing",) if row == SEARCHED else ("archs",)
-        return resumable_training(f"train {name}", command, MODEL_FILE, self.common_flags(), deps)
+        return resumable_training(
+            f"train {name}",
+            command,
+            MODEL_FILE,
+            self.common_flags(),
+            self._arch_deps(row),
+            inputs=(self.arch_file(row),),
+        )
+
+    def _arch_deps(self, row: str) -> tuple[str, ...]:
+        """The stage that writes a row's architecture file."""
+        return ("search routing",) if row == SEARCHED else ("archs",)
+
+    def _shape(self, row: str) -> list[Stage]:
+        """A row's architecture as an untrained model, with the tokenizer the trainings
+        build, and its per-pair exports where it routes by task."""
+        s, run = self.sizes, self.layout.shape(row)
+        command = (
+            "automoe.train",
+            f"--run={run}",
+            f"--arch={self.arch_file(row)}",
+            f"--space={self.inputs.space}",
+            *s.data_flags(),
+            "--max-steps=1",
+            "--warmup-steps=0",
+            "--seed=1",
+            "--threads=1",
+            "--no-progress",
+            *self.common_flags(),
+        )
+        out = [
+            resumable_training(
+                f"shape {row}",
+                command,
+                MODEL_FILE,
+                self.common_flags(),
+                self._arch_deps(row),
+                inputs=(self.arch_file(row),),
+            )
+        ]
+        if self.exported(row):
+            for pair in s.pairs:
+                export = self.layout.shape_export(row, pair)
+                command = (
+                    "automoe.export",
+                    f"--model={run}",
+                    f"--task={pair}",
+                    "--weights=fp32",
+                    f"--out={export}",
+                )
+                out.append(Stage(f"shape {row} {pair}", export, (f"shape {row}",), command))
+        return out
+
+    def _shape_deps(self, pairs: tuple[str, ...]) -> tuple[str, ...]:
+        """The stages writing every row's untrained model deployed for `pairs`."""
+        out: list[str] = []
+        for row in ROWS:
+            exported = self.exported(row)
+            out += [f"shape {row} {pair}" for pair in pairs] if exported else [f"shape {row}"]
+        return tuple(out)
+
+    def _deployment(self) -> Stage:
+        models = {row: self.layout.shape(row) for row in ROWS}
+        return Stage(
+            "deployment",
+            self.layout.deployment,
+            self._shape_deps(self.sizes.pairs),
+            action=lambda: deployment.measure(
+                models,
+                {row: {p: self.shaped(row, p) for p in self.sizes.pairs} for row in ROWS},
+                self.layout.deployment,
+            ),
+            about="parameters and file size of what serves each pair "
+            "(benchmarks/task_moe/deployment.py)",
+        )
 
     def _supernet(self) -> Stage:
         """The SuperNet of the routing search: every layer's routers trained on all pairs."""
@@ -140,11 +221,18 @@ class Plan:
             f"--checkpoint-every={s.checkpoint_every}",
             "--seed=1",
             f"--precision={PRECISION}",
-            "--threads=1",
+            f"--threads={self.inputs.jobs}",
             "--no-progress",
             *self.common_flags(),
         )
-        return resumable_training("supernet", command, SUPERNET_FILE, self.common_flags())
+        return resumable_training(
+            "supernet",
+            command,
+            SUPERNET_FILE,
+            self.common_flags(),
+            slots=ALL,
+            threads=self.inputs.jobs,
+        )
 
     def _dense_latency(self) -> Stage:
         """The dense row's latency as a SuperNet sub-network, timed as the search times
@@ -264,18 +352,15 @@ class Plan:
         return stages
 
     def timed_models(self) -> dict[str, Path]:
-        """Row -> the first seed's model deployed for the first pair (what gets timed)."""
-        first, pair = self.sizes.seeds[0], self.sizes.pairs[0]
-        return {row: self.deployed(row, first, pair) for row in ROWS}
+        """Row -> its untrained model deployed for the first pair (what gets timed)."""
+        pair = self.sizes.pairs[0]
+        return {row: self.shaped(row, pair) for row in ROWS}
 
     def _timings(self) -> list[Stage]:
         """Throughput at every batch size and peak memory, each alone on the machine."""
         s, threads = self.sizes, self.inputs.timing_threads
-        first, pair = s.seeds[0], s.pairs[0]
-        deps = tuple(
-            f"export {row}-s{first} {pair}" if self.exported(row) else f"train {row}-s{first}"
-            for row in ROWS
-        )
+        pair = s.pairs[0]
+        deps = self._shape_deps((pair,))
         return [
             Stage(
                 "timing throughput",
@@ -284,8 +369,8 @@ class Plan:
                 action=lambda: timing.measure_throughput(
                     self.timed_models(), self.layout.throughput, s, threads, self.inputs.data_dir
                 ),
-                about=f"beam-{s.beam} decoding of {pair} test sentences at batch "
-                f"{', '.join(map(str, s.batch_sizes))}, models interleaved "
+                about=f"beam-{s.beam} decoding of {pair} test sentences at forced lengths, "
+                f"batch {', '.join(map(str, s.batch_sizes))}, models interleaved "
                 "(benchmarks/task_moe/timing.py)",
                 slots=ALL,
                 threads=threads,

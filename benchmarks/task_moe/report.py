@@ -264,11 +264,16 @@ def intro(plan: Plan, collected: dict[str, Any], quick: bool, pending: int) -> s
         f"dropout {s.dropout}, bf16. BLEU and chrF: sacrebleu on test_2016_flickr "
         f"({sentences} sentences per pair), beam {s.beam}, mean over seeds (range). A model "
         "that routes any layer by task is deployed as `python -m automoe.export --task PAIR` "
-        "per pair (and scored so); the others deploy whole. Throughput: beam-"
-        f"{s.beam} decoding of the same {s.pairs[0]} test sentences at each batch size, every "
-        "model interleaved in one run, median over quiet rounds, 'x dense' the median per-round "
-        "ratio. Peak RSS: `python -m automoe.translate` of "
-        f"{s.memory_sentences} sentences, whole process."
+        "per pair (and scored so); the others deploy whole. Sizes, throughput and memory are "
+        "those of each row's architecture as an untrained model (one update of `automoe.train "
+        "--arch`, exported as above): they do not depend on the weights, so they hold for every "
+        f"seed. Throughput: beam-{s.beam} decoding of the same {s.pairs[0]} test sentences at "
+        "each batch size, every sentence forced to its source length times the references' "
+        "target/source token ratio (the work trained models do on these references, whatever "
+        "the weights), every model interleaved in one run, median over quiet rounds, 'x dense' "
+        "the median per-round ratio. Peak RSS: `python -m automoe.translate` of "
+        f"{s.memory_sentences} sentences, whole process; untrained outputs run to the length "
+        "limit, so it bounds a trained model's from above."
     )
 
 

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import statistics
-from pathlib import Path
 from typing import Any
 
 from staged.records import read_json, seed_stats, training_record
 
-from automoe.runs import load_model_file
 from automoe.search.results import SearchResult
 from automoe.space import ArchConfig
 from task_moe.plan import ROWS, SEARCHED, Plan
@@ -25,11 +23,6 @@ def layer_routing(arch: ArchConfig) -> dict[str, list[str]]:
         modes = getattr(arch, f"{side}_routing")
         out[side] = [DENSE if e == 1 else m for e, m in zip(experts, modes, strict=True)]
     return out
-
-
-def _params(path: Path) -> int:
-    net, _ = load_model_file(path)
-    return sum(t.numel() for t in net.parameters())
 
 
 class Collector:
@@ -51,19 +44,6 @@ class Collector:
             results = [] if found is None else found["results"]
         by_pair = {r["pair"]: {"bleu": r["bleu"], "chrf": r["chrf"]} for r in results}
         return by_pair if set(by_pair) == set(pairs) else None
-
-    def deployment(self, row: str) -> dict[str, Any] | None:
-        """Parameters and file size of what serves each pair (the first seed's)."""
-        first = self.plan.sizes.seeds[0]
-        out: dict[str, Any] = {}
-        for pair in self.plan.sizes.pairs:
-            path = self.plan.deployed(row, first, pair)
-            model = path / "model.pt" if path.is_dir() else path
-            if not model.is_file():
-                return None
-            out[pair] = {"params": _params(model), "file_mib": model.stat().st_size / 2**20}
-        train = self.layout.train(f"{row}-s{first}") / "model.pt"
-        return {"pairs": out, "total_params": _params(train), "exported": self.plan.exported(row)}
 
     def row(self, row: str) -> dict[str, Any]:
         seeds = {}
@@ -88,7 +68,7 @@ class Collector:
             "seeds": seeds,
             "pairs": per_pair,
             "mean_bleu": seed_stats(means),
-            "deployment": self.deployment(row) if arch is not None else None,
+            "deployment": (read_json(self.layout.deployment) or {}).get(row),
         }
 
     def search(self) -> dict[str, Any] | None:

@@ -28,7 +28,9 @@ class Sizes:
     validate_every: int = 500
     checkpoint_every: int = 200
     seeds: tuple[int, ...] = (1, 2)
-    supernet_steps: int = 3000
+    # The routing SuperNet trains on every core (`--jobs` threads) and, with its search and
+    # the timing runs, fits one session: nothing of it would outlive a new machine.
+    supernet_steps: int = 2000
     supernet_warmup: int = 400
     evaluations: int = 200
     search_valid: int = 100
@@ -125,6 +127,17 @@ class Layout(StagedLayout):
     @property
     def search(self) -> Path:
         return self.work / "search" / "routing"
+
+    def shape(self, row: str) -> Path:
+        """A row's architecture as an untrained model (one update), what is sized and timed."""
+        return self.work / "shape" / row
+
+    def shape_export(self, row: str, pair: str) -> Path:
+        return self.work / "shape-export" / row / f"{pair}.pt"
+
+    @property
+    def deployment(self) -> Path:
+        return self.work / "timing" / "deployment.json"
 
     @property
     def throughput(self) -> Path:

@@ -1,5 +1,10 @@
 """Throughput and peak memory of what serves one pair, every model measured in one run.
 
+The models are untrained (`Plan.shaped`), so their outputs' lengths are forced: each sentence
+decodes as many tokens as its source has, times the ratio of target to source tokens over
+the timed sentences, eos held back until then (`forced_lengths`). The work a decode does
+then depends on the architecture alone, and totals what the references would cost.
+
 Throughput: beam-search decoding (the evaluation's beam) of the same first
 `throughput_sentences` test sentences of the pair, in batches of each batch size; one call
 per model and batch size per round, rounds rotating the order (`common.interleaved`), so a
@@ -9,7 +14,8 @@ dense and token-MoE models.
 
 Memory: peak resident set (VmHWM) of a fresh `python -m automoe.translate` process
 translating the first `memory_sentences` test sentences: the whole process, interpreter and
-torch included; a process that only imports the command gives that floor.
+torch included; a process that only imports the command gives that floor. An untrained model
+rarely ends a sentence early, so its outputs run to the length limit: an upper bound.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ import common
 from common import interleaved, machine_info, paired_ratio, quiet_rounds, set_threads
 from staged.decoding import decode_run, load_models, sentence_batches
 
+from automoe.data import Batch
 from automoe.data.corpus import read_lines
 from automoe.data.registry import resolve_dataset_dir
 from automoe.files import write_text_atomic
@@ -46,14 +53,16 @@ def measure_throughput(
     set_threads(threads)
     pair = sizes.pairs[0]
     loaded = load_models({row: (path, None) for row, path in models.items()})
-    decode = DecodeSettings(beam_size=sizes.beam)
     count = sizes.throughput_sentences
     variants: dict[str, Callable[[], None]] = {}
     sentences: dict[int, int] = {}
+    ratios: dict[str, float] = {}
     for row, (net, tokenizer) in loaded.items():
         for size in sizes.batch_sizes:
             batches = sentence_batches(net, tokenizer, data_dir, pair, count, size)
             sentences[size] = len(batches) * size
+            decode = forced_lengths(batches, sizes.beam, net.config.max_positions)
+            ratios[row] = decode.max_len_a
             variants[f"{row}@{size}"] = _all_batches(
                 decode_run(net, batches, decode, []), len(batches)
             )
@@ -68,6 +77,8 @@ def measure_throughput(
             "batch_sizes": list(sizes.batch_sizes),
             "sentences": sentences,
             "threads": threads,
+            "lengths": "forced: source tokens x target_per_source_token",
+            "target_per_source_token": ratios,
         },
         "other_cores_per_round": run["other_cores"],
         "rounds_used": rounds,
@@ -89,6 +100,16 @@ def measure_throughput(
             }
         record["models"][row] = entry
     write_text_atomic(out, json.dumps(record, indent=2) + "\n")
+
+
+def forced_lengths(batches: list[Batch], beam: int, positions: int) -> DecodeSettings:
+    """Beam search in which every sentence decodes `ratio` x its source tokens, `ratio`
+    being the batches' reference tokens (eos excluded: beam search forces it at the limit)
+    per source token; `min_len` at the position table's size keeps eos from ending a
+    sentence before its limit."""
+    source = sum(int((~b.src_padding_mask).sum()) for b in batches)
+    target = sum(int((~b.tgt_padding_mask).sum()) - len(b.task_ids) for b in batches)
+    return DecodeSettings(beam_size=beam, max_len_a=target / source, max_len_b=0, min_len=positions)
 
 
 def _all_batches(call: Callable[[], None], count: int) -> Callable[[], None]:
