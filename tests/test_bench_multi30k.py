@@ -262,13 +262,37 @@ def test_compute_counts_recorded_stages_and_says_what_reused_inputs_did_not_reco
     plan = Plan(QUICK, Layout(tmp_path / "work", tmp_path / "results"), inputs)
     times = StageTimes(tmp_path / "times.json")
     times.data["dense latency"] = {"seconds": 1800.0, "threads": 2}
+    times.data["train switch-s1"] = {"seconds": 3600.0, "threads": 1, "cpu": "AMD EPYC"}
+    run = plan.layout.train("switch-s1")
+    run.mkdir(parents=True)
+    (run / "run.json").write_text(json.dumps({"train": {"max_steps": 9}}))
+    (run / "metrics.jsonl").write_text(
+        json.dumps({"step": 9, "elapsed_s": 3600.0, "tokens": 100}) + "\n"
+    )
     collected = {"rows": {r.key: {"search": {"summary": None}} for r in ROWS}}
     table = {row[0]: row[1:] for row in report.compute(plan, collected, times)}
     assert table["SuperNet training"] == ["1.50", "?", "?", f"reused: {supernet}"]
     assert table["latency dataset"] == ["not recorded", "?", "?", "reused"]
     assert table["dense latency"] == ["0.50", "2", "1.00", ""]
     assert table["train dense-s1"] == ["pending", "1", "pending", ""]
-    assert table["total (stages done, where recorded)"][2] == "1.00"
+    assert table["train switch-s1"] == ["1.00", "1", "1.00", "AMD EPYC"]  # each its own CPU
+    assert table["total (stages done, where recorded)"][2] == "2.00"
+
+
+def test_training_hours_are_per_seed_and_the_intro_names_each_seed_s_cpus() -> None:
+    def trained(hours: float, cpu: str | None) -> dict:
+        return {"training": {"elapsed_s": hours * 3600, "tokens": 1e6, "cpu": cpu}}
+
+    collected = {
+        "rows": {
+            "dense": {"seeds": {1: trained(3.38, "AMD EPYC"), 2: trained(1.5, "Intel Xeon")}},
+            "switch": {"seeds": {1: trained(4.0, None), 2: {"training": None}}},
+        }
+    }
+    assert report._train_hours(collected["rows"]["dense"]) == "3.38 / 1.50"
+    assert report._train_hours(collected["rows"]["switch"]) == "4.00"
+    assert report._cpus(collected) == ("seed 1 on AMD EPYC, not recorded; seed 2 on Intel Xeon")
+    assert report._cpus({"rows": {}}) == "pending"
 
 
 def test_timing_runs_before_trainings_then_first_seeds_the_targets_and_the_estimators(

@@ -12,6 +12,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
+import common
 from staged.command import selection
 from staged.report import attention_note
 from staged.settings import fix_settings
@@ -70,6 +71,7 @@ def test_time_limit_stops_a_running_stage_and_starts_none_that_cannot_fit(
     assert 0 < float(told) <= 0.05  # the minutes that were left
     times = json.loads((tmp_path / "times.json").read_text())
     assert times["slow"]["starts"] == 1 and "finished" not in times["slow"]
+    assert times["slow"]["cpu"] == common.cpu_model()  # hours mean little without the CPU
 
 
 def test_a_failed_stage_is_reported_and_the_others_go_on(tmp_path: Path, fake_job: Path) -> None:

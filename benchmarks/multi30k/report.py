@@ -31,10 +31,22 @@ FUSED_ATTENTION_TRAININGS = ("dense-s1", "switch-s1")
 
 
 def _train_hours(row: dict[str, Any]) -> str:
+    """Each seed's hours apart: seeds may have trained on different CPUs."""
     runs = [s["training"] for s in row.get("seeds", {}).values() if s["training"]]
     if not runs:
         return PENDING
-    return f"{sum(r['elapsed_s'] for r in runs) / len(runs) / 3600:.2f}"
+    return " / ".join(f"{r['elapsed_s'] / 3600:.2f}" for r in runs)
+
+
+def _cpus(collected: dict[str, Any]) -> str:
+    """Which CPU each seed's trainings ran on, for the hours column."""
+    by_seed: dict[str, set[str]] = {}
+    for row in collected["rows"].values():
+        for seed, data in row.get("seeds", {}).items():
+            if data["training"]:
+                by_seed.setdefault(str(seed), set()).add(data["training"]["cpu"] or "not recorded")
+    parts = [f"seed {seed} on {', '.join(sorted(cpus))}" for seed, cpus in sorted(by_seed.items())]
+    return "; ".join(parts) if parts else "pending"
 
 
 def table(collected: dict[str, Any]) -> str:
@@ -76,7 +88,7 @@ def table(collected: dict[str, Any]) -> str:
         "x dense",
         "params M active / total",
         "sent/s",
-        "train h / seed",
+        "train h (per seed)",
     ]
     return markdown_table(header, rows)
 
@@ -127,7 +139,8 @@ def compute(plan: Plan, collected: dict[str, Any], times: StageTimes) -> list[li
     names += [f"{p['name']}-s{first}" for p in plan.front_points()]
     for name in names:
         record = training_record(plan.layout.train(name))
-        rows.append((f"train {name}", None if record is None else record["elapsed_s"], 1, ""))
+        cpu = times.data.get(f"train {name}", {}).get("cpu", "")
+        rows.append((f"train {name}", None if record is None else record["elapsed_s"], 1, cpu))
     for prefix, label in (("eval ", "evaluations"), ("inherited ", "inherited evaluations")):
         spent = [v["seconds"] for k, v in times.data.items() if k.startswith(prefix)]
         rows.append((label, sum(spent) if spent else None, 1, f"{len(spent)} stages"))
@@ -269,7 +282,8 @@ def _budget(plan: Plan, collected: dict[str, Any]) -> str:
                 record = seed["training"]
                 return text + (
                     f" (about {record['tokens'] / 1e6:.1f} M target tokens; {row['label']}: "
-                    f"{record['elapsed_s'] / 3600:.2f} CPU-hours on 1 thread)"
+                    f"{record['elapsed_s'] / 3600:.2f} CPU-hours on 1 thread of "
+                    f"{record['cpu'] or 'a CPU not recorded'})"
                 )
     return text
 
@@ -290,7 +304,8 @@ def intro(plan: Plan, collected: dict[str, Any], quick: bool, pending: int) -> s
         "without embeddings; active = one token's). Throughput: "
         f"beam-{s.beam} decoding of test sentences in batches of {s.throughput_batch}. The "
         f"searches: {s.evaluations} evaluations each, validation loss with inherited weights "
-        "under the latency bound."
+        "under the latency bound. Training hours: one thread, per seed (the trainings ran in "
+        f"several sessions: {_cpus(collected)})."
     )
 
 

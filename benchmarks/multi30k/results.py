@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from scipy.stats import kendalltau
-from staged.records import read_json, seed_stats, training_record
+from staged.records import read_json, seed_stats, stage_cpus, training_on
 
 from automoe.cost import count_params
 from automoe.runs import RUN_FILE, read_run_file
@@ -42,6 +42,7 @@ class Collector:
         self.latency = read_json(self.layout.latency)
         self.throughput = read_json(self.layout.throughput)
         self.costs = self._cost_model()
+        self.cpus = stage_cpus(self.layout.stage_times)
 
     def _cost_model(self) -> CostModel | None:
         """The search's cost model, once the SuperNet's run fixes the vocabulary."""
@@ -90,7 +91,7 @@ class Collector:
             name = f"{row.key}-s{seed}"
             seeds[seed] = {
                 "score": _score(self.layout.evaluation(name)),
-                "training": training_record(self.layout.train(name)),
+                "training": training_on(self.layout.train(name), self.cpus.get(f"train {name}")),
             }
         first = self.plan.sizes.seeds[0]
         finetuned = None

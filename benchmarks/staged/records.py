@@ -46,6 +46,18 @@ def training_record(run: Path) -> dict[str, Any] | None:
     }
 
 
+def training_on(run: Path, cpu: str | None) -> dict[str, Any] | None:
+    """`training_record` and the CPU the training ran on (`stage_cpus`; None: unknown)."""
+    record = training_record(run)
+    return None if record is None else {**record, "cpu": cpu}
+
+
+def stage_cpus(stage_times: Path) -> dict[str, str]:
+    """Stage -> the CPU model it ran on, where `StageTimes` recorded one."""
+    data = read_json(stage_times) or {}
+    return {name: entry["cpu"] for name, entry in data.items() if "cpu" in entry}
+
+
 def last_metrics(run: Path) -> dict[str, Any] | None:
     """The last metrics row of a training (a SuperNet's, which writes no model.pt)."""
     path = run / "metrics.jsonl"

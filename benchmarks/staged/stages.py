@@ -31,6 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from common import cpu_model
+
 from automoe.files import write_text_atomic
 from automoe.processes import die_with_parent
 
@@ -98,6 +100,9 @@ class StageTimes:
         entry = self.data.setdefault(stage.name, {"seconds": 0.0, "threads": stage.threads})
         entry["seconds"] += seconds
         entry["starts"] = entry.get("starts", 0) + 1
+        # A work folder's stages may finish on different machines (`staged.ledger`): the
+        # hours of each are worth only as much as the CPU they were spent on.
+        entry["cpu"] = cpu_model()
         if done:
             entry["finished"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
         write_text_atomic(self.path, json.dumps(self.data, indent=2) + "\n")

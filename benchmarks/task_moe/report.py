@@ -250,7 +250,11 @@ def _budget(plan: Plan, collected: dict[str, Any]) -> str:
     if records:
         hours = statistics.median(r["elapsed_s"] for r in records) / 3600
         tokens = statistics.median(r["tokens"] for r in records) / 1e6
-        text += f" (about {tokens:.1f} M target tokens, a median {hours:.2f} CPU-hours each)"
+        cpus = sorted({r["cpu"] or "a CPU not recorded" for r in records})
+        text += (
+            f" (about {tokens:.1f} M target tokens, a median {hours:.2f} CPU-hours each, "
+            f"on {' and '.join(cpus)})"
+        )
     return text
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import statistics
 from typing import Any
 
-from staged.records import read_json, seed_stats, training_record
+from staged.records import read_json, seed_stats, stage_cpus, training_on, training_record
 
 from automoe.search.results import SearchResult
 from automoe.space import ArchConfig
@@ -32,6 +32,7 @@ class Collector:
         self.plan = plan
         self.layout = plan.layout
         self.stages = {s.name: s for s in plan.stages()}
+        self.cpus = stage_cpus(self.layout.stage_times)
 
     def scores(self, row: str, seed: int) -> dict[str, dict[str, float]] | None:
         """Pair -> test BLEU/chrF of one seed, once every pair is scored."""
@@ -50,7 +51,9 @@ class Collector:
         for seed in self.plan.sizes.seeds:
             seeds[seed] = {
                 "scores": self.scores(row, seed),
-                "training": training_record(self.layout.train(f"{row}-s{seed}")),
+                "training": training_on(
+                    self.layout.train(f"{row}-s{seed}"), self.cpus.get(f"train {row}-s{seed}")
+                ),
             }
         scored = [s["scores"] for s in seeds.values() if s["scores"] is not None]
         pairs = self.plan.sizes.pairs
