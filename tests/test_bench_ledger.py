@@ -77,18 +77,27 @@ def test_a_paused_training_has_no_training_record(tmp_path: Path) -> None:
     assert training_record(tmp_path / "train/b-s1") is None
 
 
-def test_a_stage_needing_what_another_machine_wrote_waits_and_says_so(tmp_path: Path) -> None:
+def _fake(tmp_path: Path, fake_job: Path, name: str, deps: tuple[str, ...] = (), **kw) -> Stage:
+    out = tmp_path / f"{name}.out"
+    command = ("fakejob", name, str(out), str(fake_job), "0")
+    return Stage(name, out, deps, command, **kw)  # type: ignore[arg-type]
+
+
+def test_a_recorded_stage_runs_again_when_a_stage_still_to_do_needs_its_output(
+    tmp_path: Path, fake_job: Path
+) -> None:
+    """A model another machine trained is gone: what needs it would wait forever."""
     folder = tmp_path / "ledger"
     folder.mkdir()
-    (folder / "done.json").write_text('["train a-s1"]')
-    train = Stage("train a-s1", tmp_path / "model.pt", command=("never",))
-    timing = Stage("timing", tmp_path / "timing.json", ("train a-s1",), command=("never",))
+    (folder / "done.json").write_text('["shape", "train"]')
+    shape, train = _fake(tmp_path, fake_job, "shape"), _fake(tmp_path, fake_job, "train")
+    plan = [shape, train, _fake(tmp_path, fake_job, "timing", ("shape",))]
+    marked = {s.name: s for s in ledger.mark(plan, folder)}
+    assert not marked["shape"].recorded and marked["train"].recorded  # nothing needs train
     times = StageTimes(tmp_path / "times.json")
-    outcome = Scheduler(2, tmp_path / "logs", times).run(
-        lambda: ledger.mark([train, timing], folder)
-    )
-    assert outcome.done == [] and outcome.failed == {}
-    assert "needs what train a-s1 wrote on another machine" in outcome.waiting["timing"]
+    outcome = Scheduler(2, tmp_path / "logs", times).run(lambda: ledger.mark(plan, folder))
+    assert outcome.done == ["shape", "timing"] and outcome.failed == {}
+    assert fake_job.read_text().split("\n")[:2] == ["start shape", "end shape"]
 
 
 def test_a_stage_naming_its_inputs_runs_after_a_recorded_stage_when_they_came_back(
@@ -100,17 +109,28 @@ def test_a_stage_naming_its_inputs_runs_after_a_recorded_stage_when_they_came_ba
     best, pareto = tmp_path / "best.yaml", tmp_path / "pareto.json"
     best.write_text("arch")  # restored by the ledger; pareto.json was never recorded
     search = Stage("search", tmp_path / "summary.json", command=("never",))
-
-    def job(name: str, inputs: tuple[Path, ...]) -> Stage:
-        out = tmp_path / f"{name}.out"
-        args = (name, str(out), str(fake_job), "0")
-        return Stage(name, out, ("search",), ("fakejob", *args), inputs=inputs)
-
-    plan = [search, job("train", (best,)), job("front", (pareto, best))]
+    train = _fake(tmp_path, fake_job, "train", ("search",), inputs=(best,))
     times = StageTimes(tmp_path / "times.json")
-    outcome = Scheduler(2, tmp_path / "logs", times).run(lambda: ledger.mark(plan, folder))
-    assert outcome.done == ["train"] and outcome.failed == {}
-    assert outcome.waiting["front"].startswith(f"needs {pareto}, made on another machine")
+    outcome = Scheduler(2, tmp_path / "logs", times).run(
+        lambda: ledger.mark([search, train], folder)
+    )
+    assert outcome.done == ["train"] and outcome.failed == {}  # the search did not run again
+    front = _fake(tmp_path, fake_job, "front", ("search",), inputs=(pareto, best))
+    marked = {s.name: s for s in ledger.mark([search, train, front], folder)}
+    assert not marked["search"].recorded  # what front reads is not here: the search reruns
+
+
+def test_a_stage_whose_dependencies_did_not_make_its_input_waits_and_says_so(
+    tmp_path: Path, fake_job: Path
+) -> None:
+    missing = tmp_path / "best.yaml"
+    plan = [
+        _fake(tmp_path, fake_job, "search"),
+        _fake(tmp_path, fake_job, "train", ("search",), inputs=(missing,)),
+    ]
+    outcome = Scheduler(2, tmp_path / "logs", StageTimes(tmp_path / "t.json")).run(lambda: plan)
+    assert outcome.done == ["search"]
+    assert outcome.waiting["train"] == f"needs {missing}, which its dependencies did not make"
 
 
 def test_large_files_are_data_not_results_and_stay_out(tmp_path: Path) -> None:

@@ -204,17 +204,22 @@ def test_forced_lengths_make_an_untrained_model_decode_the_references_token_coun
         assert [len(o) for o in out] == [int(decode.max_len_a * n) for n in sources]
 
 
-def test_the_search_waits_for_a_supernet_trained_on_another_machine(tmp_path: Path) -> None:
+def test_a_supernet_trained_on_another_machine_trains_again_for_its_search(
+    tmp_path: Path,
+) -> None:
     plan = _plan(tmp_path)
     plan.layout.ledger.mkdir(parents=True)
     (plan.layout.ledger / "done.json").write_text('["supernet", "latency dense"]')
     plan.layout.dense_latency.parent.mkdir(parents=True)
     plan.layout.dense_latency.write_text(json.dumps({"latency_ms": 12.0}))  # restored record
+    names = {s.name: s for s in plan.stages()}
+    assert not names["supernet"].recorded and not names["supernet"].done()
+    assert names["latency dense"].done()  # its record is all the search reads of it
     scheduler = Scheduler(2, tmp_path / "logs", StageTimes(tmp_path / "times.json"))
     scheduler.selected = lambda stage: stage.name == "search routing"
     outcome = scheduler.run(plan.stages)
     assert outcome.done == [] and outcome.failed == {}
-    assert "needs what supernet wrote on another machine" in outcome.waiting["search routing"]
+    assert outcome.waiting["search routing"] == "after supernet"
 
 
 def test_scoring_is_preferred_as_soon_as_a_training_ends_and_target_rows_reseed_first(

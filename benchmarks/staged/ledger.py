@@ -7,7 +7,7 @@ folder (JSON, JSON lines, CSV, YAML) beside the report, to be committed with it,
 the stages that were done (`done.json`). A new invocation first copies back what its work
 folder lacks. A stage that was done but whose big output (a model file) is not on this
 machine then counts as done by record: its results are in the restored files, and it is
-not run again. A stage that needs such an output waits, and the report says why.
+not run again, unless a stage still to do needs that output: then it runs again.
 
 What is never copied: logs, checkpoints and models (binary), partial outputs, and the run
 folder of a training or search that had not finished (its restored metrics would not match
@@ -51,11 +51,21 @@ def restore(work: Path, folder: Path) -> int:
 
 
 def mark(stages: Sequence[Stage], folder: Path) -> list[Stage]:
-    """The stages, those recorded as done but lacking their output here done by record."""
+    """The stages, those recorded as done but lacking their output here done by record,
+    unless a stage still to do needs that output: then it runs again (a SuperNet its
+    search needs, an untrained model its timing needs), or what needs it would wait forever.
+    A stage that names its inputs needs only them (the ledger may have brought them back)."""
     names = recorded(folder)
+    pending = [s for s in stages if s.name not in names and not s.done()]
+    needed = {
+        dep
+        for s in pending
+        if not s.inputs or not all(p.exists() for p in s.inputs)
+        for dep in s.deps
+    }
     return [
         dataclasses.replace(s, finished=_always, recorded=True)
-        if s.name in names and not s.done()
+        if s.name in names and s.name not in needed and not s.done()
         else s
         for s in stages
     ]

@@ -50,7 +50,7 @@ class Stage:
     `folder`: the run folder the stage owns (a training's, a search's). `recorded`: done by
     an earlier machine's record, its output not here (`staged.ledger`). `inputs`: the files
     it reads that its dependencies wrote; a stage that names them may run after a recorded
-    dependency when they are here (the ledger brought them back), and waits when one is not.
+    dependency when they are here (the ledger brought them back), which otherwise runs again.
     """
 
     name: str
@@ -185,7 +185,6 @@ class Scheduler:
     def _start_ready(self, stages: Sequence[Stage]) -> bool:
         """Start what is ready and fits; True when an in-process stage ran (re-plan now)."""
         done = {s.name for s in stages if s.done()}
-        recorded = {s.name for s in stages if s.recorded}
         used = sum(self._cores(r.stage) for r in self.running.values())
         self.outcome.waiting = {}
         for stage in stages:
@@ -205,7 +204,7 @@ class Scheduler:
             if not stage.command and stage.action is None:
                 self.outcome.waiting[stage.name] = f"an input not made here: {stage.about}"
                 continue
-            absent = _absent(stage, recorded)
+            absent = _absent(stage)
             if absent:
                 self.outcome.waiting[stage.name] = absent
                 continue
@@ -374,15 +373,11 @@ class Scheduler:
             print(f"[{_now()}] pause {stage.name} ({seconds / 60:.1f} min; resumes next time)")
 
 
-def _absent(stage: Stage, recorded: set[str]) -> str:
-    """Why the stage waits for what another machine made and this one lacks ("" if it does
-    not): its named inputs that are missing, else (none named) its recorded dependencies."""
-    again = "only a record of it is here: remove that record from the ledger to make it again"
-    if stage.inputs:
-        missing = [str(p) for p in stage.inputs if not p.exists()]
-        return f"needs {', '.join(missing)}, made on another machine ({again})" if missing else ""
-    lost = [d for d in stage.deps if d in recorded]
-    return f"needs what {', '.join(lost)} wrote on another machine ({again})" if lost else ""
+def _absent(stage: Stage) -> str:
+    """Why a stage whose dependencies are done still cannot run ("" if it can): a named
+    input that none of them made."""
+    missing = [str(p) for p in stage.inputs if not p.exists()]
+    return f"needs {', '.join(missing)}, which its dependencies did not make" if missing else ""
 
 
 def _main_of(module: str) -> Callable[[list[str]], int]:
