@@ -417,3 +417,17 @@ def test_a_reused_supernet_is_kept_and_trained_again_from_its_settings_on_a_new_
     assert again.name == "supernet" and not again.done()
     assert again.args_now(None) == [f"--run={supernet}", "--resume", "--threads=2", "--no-progress"]
     assert not reused.restore_settings(tmp_path / "elsewhere", ledger)  # not the one recorded
+
+    metrics((10, 25.0), (1500, 3600.0))  # the new machine's training ended
+    assert reused.keep(supernet, layout.work) == {"step": 1500, "elapsed_s": 3600.0}
+    assert reused.earlier(layout.work) == [{"step": 1500, "elapsed_s": 4788.0}]
+    assert reused.keep(supernet, layout.work) == {"step": 1500, "elapsed_s": 3600.0}
+    assert len(reused.earlier(layout.work)) == 1  # one retraining, however often it is read
+    times = StageTimes(tmp_path / "t.json")
+    times.data["supernet"] = {"seconds": 3600.0, "threads": 2}
+    table = {row[0]: row[1:] for row in report.compute(plan, collected, times)}
+    assert table["SuperNet training (an earlier machine)"][:3] == ["1.33", "?", "?"]
+    assert table["SuperNet training"][:3] == ["1.00", "2", "2.00"]
+    estimator = results.Collector(plan).collect()["estimator"]
+    assert estimator["trainings"] == 2
+    assert "trained 2 times from the same settings" in report.estimator_md({"estimator": estimator})

@@ -109,11 +109,15 @@ def compute(plan: Plan, collected: dict[str, Any], times: StageTimes) -> list[li
         if plan.inputs.supernet
         else last_metrics(plan.supernet)
     )
+    for old in reused.earlier(plan.layout.work):
+        note = "the same settings; its weights were lost with that machine"
+        rows.append(("SuperNet training (an earlier machine)", old["elapsed_s"], None, note))
+    again = times.data.get("supernet")  # trained again here from the reused settings
     rows.append(
         (
             "SuperNet training",
             None if supernet is None else supernet["elapsed_s"],
-            None if plan.inputs.supernet else plan.inputs.jobs,
+            again["threads"] if again else (None if plan.inputs.supernet else plan.inputs.jobs),
             f"reused: {plan.supernet}" if plan.inputs.supernet else "",
         )
     )
@@ -198,7 +202,15 @@ def estimator_md(collected: dict[str, Any]) -> str:
         value = est.get(key)
         return "n/a (a constant ranking)" if value is None else f"{value:.2f}"
 
-    summary = (
+    retrained = (
+        f"The SuperNet was trained {est['trainings']} times from the same settings and seed "
+        "(its weights do not outlive the machine that trained them): the searches of the "
+        "table's rows and the SuperNet-largest BLEU used the first training's weights, the "
+        "front search and the inherited scores here the last's. "
+        if est["trainings"] > 1
+        else ""
+    )
+    summary = retrained + (
         f"{est['complete']} of {len(est['points'])} architectures complete. Mean absolute BLEU "
         f"gap {fmt(est.get('mean_abs_gap'))}; Kendall tau (inherited BLEU vs from-scratch BLEU) "
         f"{tau('tau_bleu')}; Kendall tau (minus inherited validation loss vs from-scratch "

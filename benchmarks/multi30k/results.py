@@ -18,6 +18,7 @@ from automoe.cost import count_params
 from automoe.runs import RUN_FILE, read_run_file
 from automoe.search.costs import CostModel
 from automoe.space import ArchConfig
+from multi30k import reused
 from multi30k.plan import Plan
 from multi30k.rows import FINETUNED, LARGEST, ROWS, Row
 
@@ -162,7 +163,8 @@ class Collector:
                 }
             )
         full = [p for p in points if None not in (p["inherited_bleu"], p["scratch_bleu"])]
-        out: dict[str, Any] = {"points": points, "complete": len(full)}
+        trainings = 1 + len(reused.earlier(self.layout.work))
+        out: dict[str, Any] = {"points": points, "complete": len(full), "trainings": trainings}
         if full:
             gaps = [abs(p["inherited_bleu"] - p["scratch_bleu"]) for p in full]
             out["mean_abs_gap"] = statistics.mean(gaps)

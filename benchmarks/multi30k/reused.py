@@ -1,8 +1,8 @@
 """What the benchmark keeps of a reused SuperNet (`--supernet DIR`), which lies outside the
 work folder and so outside the ledger: its settings (`run.json`) and its furthest metrics row.
 A new machine then puts the settings back, trains the SuperNet again from them (`automoe.train
---resume` starts a run that has no checkpoint from its first update), and the report still
-counts the time of the training that made it."""
+--resume` starts a run that has no checkpoint from its first update), and the report counts
+the time of every training that made it and says which weights scored what."""
 
 from __future__ import annotations
 
@@ -27,13 +27,22 @@ def keep(supernet: Path, work: Path) -> dict[str, Any] | None:
     kept["folder"] = str(supernet)
     if (supernet / RUN_FILE).is_file():
         kept["run"] = json.loads((supernet / RUN_FILE).read_text())
-    last = last_metrics(supernet)
-    if last is not None and last["step"] >= kept.get("metrics", {}).get("step", -1):
+    last, old = last_metrics(supernet), kept.get("metrics")
+    if last is not None and old is not None and last["step"] == old["step"] and last != old:
+        kept.setdefault("earlier", []).append(old)  # trained again, on a new machine
+        kept["metrics"] = last
+    elif last is not None and last["step"] > (-1 if old is None else old["step"]):
         kept["metrics"] = last
     if kept != before:
         work.mkdir(parents=True, exist_ok=True)
         write_text_atomic(path, json.dumps(kept, indent=1) + "\n")
     return kept.get("metrics")
+
+
+def earlier(work: Path) -> list[dict[str, Any]]:
+    """The last metrics rows of the SuperNet's earlier trainings from the same settings, whose
+    weights were lost with their machines (oldest first)."""
+    return (read_json(work / KEPT) or {}).get("earlier", [])
 
 
 def restore_settings(supernet: Path, ledger: Path) -> bool:
