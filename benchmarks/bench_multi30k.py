@@ -25,11 +25,11 @@ committed with the report, and a new invocation on a new machine copies them bac
 finished training counts as done without its model file. --supernet needs only the run
 folder's settings for the trainings; the ledger keeps them, puts them back on a new machine,
 and there trains the SuperNet again from them (alone, before the stages that need its
-weights: the estimator evaluations, timing and fine-tuning). A stage that needs a
-file another machine made and the ledger does not keep (a search's candidates, for the
-front) waits and says so. Where the machine keeps nothing between sessions, a stage cut off
-by the session is lost: `--only 'train automoe-*-s1,eval *'` starts only the stages chosen
-to end in the time at hand.
+weights: the estimator evaluations, timing and fine-tuning). Any finished stage whose big
+output another machine made and a stage still to do needs (a search's candidates, for the
+front) runs again. Where the machine keeps nothing between sessions, a stage cut off by the
+session is lost: `--only 'train automoe-*-s1,eval *'` starts only the stages chosen to end
+in the time at hand.
 
 Library commands run as background processes, --jobs at a time with one thread each;
 timing stages run alone. With --time-limit, nothing starts that cannot checkpoint before
