@@ -66,9 +66,9 @@ def test_a_new_machine_counts_a_recorded_training_done_and_resumes_nothing_else(
         Stage("eval a-s1", new / "eval/a-s1.json", ("train a-s1",)),
     ]
     marked = {s.name: s for s in ledger.mark(stages, folder)}
-    assert marked["train a-s1"].done() and marked["train a-s1"].recorded
+    assert marked["train a-s1"].done() and not marked["train a-s1"].output.exists()
     assert not marked["train b-s1"].done() and not (new / "train/b-s1").exists()
-    assert marked["eval a-s1"].done() and not marked["eval a-s1"].recorded
+    assert marked["eval a-s1"].output.exists()
     assert training_record(new / "train/a-s1") == {"steps": 20, "elapsed_s": 40.0, "tokens": 2000}
 
 
@@ -93,7 +93,7 @@ def test_a_recorded_stage_runs_again_when_a_stage_still_to_do_needs_its_output(
     shape, train = _fake(tmp_path, fake_job, "shape"), _fake(tmp_path, fake_job, "train")
     plan = [shape, train, _fake(tmp_path, fake_job, "timing", ("shape",))]
     marked = {s.name: s for s in ledger.mark(plan, folder)}
-    assert not marked["shape"].recorded and marked["train"].recorded  # nothing needs train
+    assert not marked["shape"].done() and marked["train"].done()  # nothing needs train
     times = StageTimes(tmp_path / "times.json")
     outcome = Scheduler(2, tmp_path / "logs", times).run(lambda: ledger.mark(plan, folder))
     assert outcome.done == ["shape", "timing"] and outcome.failed == {}
@@ -117,7 +117,7 @@ def test_a_stage_naming_its_inputs_runs_after_a_recorded_stage_when_they_came_ba
     assert outcome.done == ["train"] and outcome.failed == {}  # the search did not run again
     front = _fake(tmp_path, fake_job, "front", ("search",), inputs=(pareto, best))
     marked = {s.name: s for s in ledger.mark([search, train, front], folder)}
-    assert not marked["search"].recorded  # what front reads is not here: the search reruns
+    assert not marked["search"].done()  # what front reads is not here: the search reruns
 
 
 def test_a_stage_whose_dependencies_did_not_make_its_input_waits_and_says_so(

@@ -64,7 +64,7 @@ def mark(stages: Sequence[Stage], folder: Path) -> list[Stage]:
         for dep in s.deps
     }
     return [
-        dataclasses.replace(s, finished=_always, recorded=True)
+        dataclasses.replace(s, finished=_always)
         if s.name in names and s.name not in needed and not s.done()
         else s
         for s in stages

@@ -47,10 +47,10 @@ class Stage:
     `argv(minutes_left)` gives the arguments of this start when they differ from `command`'s
     (continuing a started run; None = no time limit). `finished` replaces the existence test
     when an output can exist before the stage is done (a search paused by its time limit).
-    `folder`: the run folder the stage owns (a training's, a search's). `recorded`: done by
-    an earlier machine's record, its output not here (`staged.ledger`). `inputs`: the files
-    it reads that its dependencies wrote; a stage that names them may run after a recorded
-    dependency when they are here (the ledger brought them back), which otherwise runs again.
+    `folder`: the run folder the stage owns (a training's, a search's). `inputs`: the files
+    it reads that its dependencies wrote; a stage that names them may run after a dependency
+    done by an earlier machine's record (`staged.ledger`) when they are here (the ledger
+    brought them back), which otherwise runs again.
     """
 
     name: str
@@ -67,7 +67,6 @@ class Stage:
     stdout: bool = False
     finished: Callable[[], bool] | None = None
     folder: Path | None = None
-    recorded: bool = False
     inputs: tuple[Path, ...] = ()
 
     def done(self) -> bool:
