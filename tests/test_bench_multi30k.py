@@ -157,6 +157,9 @@ def test_front_points_spread_over_latency_and_skip_rows(tmp_path: Path) -> None:
     assert yaml.safe_load(Path(points[0]["file"]).read_text())["encoder_embed_dim"] > 0
 
 
+NO_SCORES: dict = {"points": []}
+
+
 def _row(label: str, bleus: list[float], latency: float = 0.4, flops: float = 1.0) -> dict:
     stats = {"mean": sum(bleus) / len(bleus), "spread": max(bleus) - min(bleus), "values": bleus}
     return {
@@ -174,7 +177,7 @@ def test_targets_say_met_or_missed_by_how_much() -> None:
         "random-half": _row("Random", [29.0, 29.6]),
         "hat-half": _row("HAT", [29.4, 29.5]),
     }
-    checks = {t["target"]: t for t in results.targets(rows, {"bleu": {"mean": 28.0}}, 2)}
+    checks = {t["target"]: t for t in results.targets(rows, {"bleu": {"mean": 28.0}}, 2, NO_SCORES)}
     assert checks["AutoMoE@1/2 BLEU below dense"]["met"]  # 0.4 behind: within 0.5
     latency = checks["AutoMoE@1/2 latency / dense"]
     assert not latency["met"] and latency["missed_by"] == pytest.approx(0.1)
@@ -183,7 +186,9 @@ def test_targets_say_met_or_missed_by_how_much() -> None:
     assert random["met"] is False and random["missed_by"] == pytest.approx(0.2)
     assert checks["AutoMoE@1/2 BLEU above HAT"]["met"]  # +0.25 against a spread of 0.2
     assert checks["SuperNet largest BLEU"]["missed_by"] == pytest.approx(2.0)
-    pending = results.targets({**rows, "dense": {**rows["dense"], "bleu": None}}, {"bleu": None}, 2)
+    pending = results.targets(
+        {**rows, "dense": {**rows["dense"], "bleu": None}}, {"bleu": None}, 2, NO_SCORES
+    )
     assert pending[0]["met"] is None and "pending" in pending[0]["text"]
 
 
@@ -194,15 +199,38 @@ def test_a_difference_between_rows_waits_for_two_seeds_and_a_gap_on_one_is_provi
         "random-half": _row("Random", [29.0]),
         "hat-half": _row("HAT", [28.0, 28.1]),
     }
-    checks = {t["target"]: t for t in results.targets(rows, {"bleu": None}, 2)}
+    checks = {t["target"]: t for t in results.targets(rows, {"bleu": None}, 2, NO_SCORES)}
     below = checks["AutoMoE@1/2 BLEU below dense"]
     assert below["met"] is False and below["text"].endswith("(provisional: 1 of 2 seeds)")
     random = checks["AutoMoE@1/2 BLEU above Random"]  # -0.3 on one seed: no verdict
     assert random["met"] is None and "pending until 2 seeds each" in random["text"]
     assert checks["AutoMoE@1/2 BLEU above HAT"]["met"]  # +0.65 against a spread of 0.6
-    one = {t["target"]: t for t in results.targets(rows, {"bleu": None}, 1)}  # --seeds 1
+    one = {t["target"]: t for t in results.targets(rows, {"bleu": None}, 1, NO_SCORES)}  # --seeds 1
     assert one["AutoMoE@1/2 BLEU above Random"]["met"] is False
     assert "provisional" not in one["AutoMoE@1/2 BLEU below dense"]["text"]
+
+
+def test_a_missed_comparison_says_if_it_is_seed_noise_and_what_the_supernet_preferred() -> None:
+    rows = {
+        "dense": _row("Dense", [30.0, 30.2], 1.0, 3.0),
+        "automoe-half": _row("AutoMoE", [29.0, 29.4], 0.6, 0.9),
+        "random-half": _row("Random", [29.0, 29.6]),  # AutoMoE -0.1: inside the spread
+        "hat-half": _row("HAT", [30.5, 30.6]),  # AutoMoE -1.35: a real deficit
+    }
+    checks = {t["target"]: t for t in results.targets(rows, {"bleu": None}, 2, NO_SCORES)}
+    random, hat = checks["AutoMoE@1/2 BLEU above Random"], checks["AutoMoE@1/2 BLEU above HAT"]
+    assert random["why"].startswith("the difference lies inside the seed spread")
+    assert hat["why"].startswith("it trails HAT by more than the seed spread")
+    assert "pending (inherited scores)" in random["text"]
+    losses = {"automoe-half": 2.10, "random-half": 2.20, "hat-half": 2.05}
+    scores = {"points": [{"key": k, "inherited_val_loss": v} for k, v in losses.items()]}
+    checks = {t["target"]: t for t in results.targets(rows, {"bleu": None}, 2, scores)}
+    assert (
+        "scores the AutoMoE winner better (inherited validation loss 2.100 vs 2.200)"
+        in (checks["AutoMoE@1/2 BLEU above Random"]["why"])
+    )
+    assert "evolution found nothing better" in checks["AutoMoE@1/2 BLEU above HAT"]["why"]
+    assert "why" not in checks["AutoMoE@1/2 BLEU below dense"]
 
 
 def _placed(label: str, encoder: list[list[int]], decoder: list[list[int]]) -> dict:

@@ -190,13 +190,13 @@ class Collector:
                     "latency_ms": None if latency is None else latency["median"],
                 }
             )
-        largest = self.largest()
+        largest, estimator = self.largest(), self.estimator(rows)
         return {
             "rows": rows,
             "largest": largest,
             "front": front,
-            "estimator": self.estimator(rows),
-            "targets": targets(rows, largest, len(self.plan.sizes.seeds)),
+            "estimator": estimator,
+            "targets": targets(rows, largest, len(self.plan.sizes.seeds), estimator),
             "constraints": read_json(self.layout.constraints),
             "latency_settings": None if self.latency is None else self.latency["settings"],
             "throughput_settings": None if self.throughput is None else self.throughput["settings"],
@@ -238,10 +238,13 @@ def _seeds_done(*rows: dict[str, Any]) -> int:
     return min(len(row["bleu"]["values"]) for row in rows)
 
 
-def targets(rows: dict[str, dict[str, Any]], largest: dict[str, Any], seeds: int) -> list[dict]:
+def targets(
+    rows: dict[str, dict[str, Any]], largest: dict[str, Any], seeds: int, estimator: dict[str, Any]
+) -> list[dict]:
     """The issue's targets, each checked against the figures available (`seeds`: how many
     each row trains). A BLEU gap on fewer seeds than planned is provisional; a difference
-    between two rows has no verdict before two seeds each give the spread it must exceed."""
+    between two rows has no verdict before two seeds each give the spread it must exceed,
+    and a missed one says why, as far as the seeds and the SuperNet's scores tell."""
     auto, dense = rows["automoe-half"], rows["dense"]
     gap = None
     if _mean(auto) is not None and _mean(dense) is not None:
@@ -276,9 +279,40 @@ def targets(rows: dict[str, dict[str, Any]], largest: dict[str, Any], seeds: int
                 )
             else:
                 check.update(_beats(margin, spread, rows[other]["label"]))
+                if not check["met"]:
+                    check["why"] = _why_not_above(margin, spread, other, rows, estimator)
+                    check["text"] += f". Why: {check['why']}"
         out.append(check)
     out.append(_check("SuperNet largest BLEU", _mean(largest), LARGEST_TARGET, True, ""))
     return out
+
+
+def _why_not_above(
+    margin: float, spread: float, other: str, rows: dict[str, dict], estimator: dict[str, Any]
+) -> str:
+    """Seed noise or a real deficit, and whether the search's own estimate preferred the
+    AutoMoE winner: the search can only be as right as the SuperNet's ranking."""
+    label = rows[other]["label"]
+    if margin >= -spread:
+        noise = "the difference lies inside the seed spread: the two winners train to one quality"
+    else:
+        noise = f"it trails {label} by more than the seed spread"
+    losses = {p["key"]: p["inherited_val_loss"] for p in estimator["points"]}
+    auto, rival = losses.get("automoe-half"), losses.get(other)
+    if auto is None or rival is None:
+        return f"{noise}; how the SuperNet ranks the two winners is pending (inherited scores)"
+    if auto < rival:
+        rank = (
+            f"the SuperNet scores the AutoMoE winner better (inherited validation loss "
+            f"{auto:.3f} vs {rival:.3f}), an edge that training from scratch does not keep"
+        )
+    else:
+        rank = (
+            f"the SuperNet scores {label}'s winner at least as well (inherited validation "
+            f"loss {rival:.3f} vs {auto:.3f} for AutoMoE), so by its own estimate the "
+            "evolution found nothing better"
+        )
+    return f"{noise}; {rank}"
 
 
 def _beats(margin: float, spread: float, label: str) -> dict[str, Any]:
