@@ -55,6 +55,26 @@ def test_a_stage_needing_every_core_runs_alone_and_later_stages_wait_for_it(
     assert _scheduler(tmp_path).run(lambda: plan).done == []  # done stages are skipped
 
 
+def test_a_stage_planned_after_another_ends_sees_what_that_one_wrote(
+    tmp_path: Path, fake_job: Path
+) -> None:
+    """The task_moe search's bound comes from a measurement written on stdout: planned before
+    that output was reaped, the search started with the placeholder instead."""
+    bound = tmp_path / "bound.out"
+
+    def plan() -> list[Stage]:
+        value = "measured" if bound.exists() else "placeholder"
+        measure = ("fakejob", "measure", str(tmp_path / "m.txt"), str(fake_job), "0.2")
+        search = ("fakejob", "search", str(tmp_path / "search.out"), str(fake_job), "0", value)
+        return [
+            Stage("measure", bound, command=measure, stdout=True),
+            Stage("search", tmp_path / "search.out", ("measure",), search),
+        ]
+
+    assert _scheduler(tmp_path).run(plan).done == ["measure", "search"]
+    assert (tmp_path / "search.out").read_text() == "measured"
+
+
 def test_time_limit_stops_a_running_stage_and_starts_none_that_cannot_fit(
     tmp_path: Path, fake_job: Path
 ) -> None:

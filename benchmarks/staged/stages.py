@@ -165,11 +165,13 @@ class Scheduler:
         return None if self.deadline is None else (self.deadline - time.monotonic()) / 60
 
     def run(self, plan: Callable[[], Sequence[Stage]]) -> Outcome:
-        """Start ready stages, wait for one to end, re-plan; until none runs or can start."""
+        """Start ready stages, wait for one to end, re-plan; until none runs or can start.
+        The plan is read after reaping, so a stage's command sees what the stages that just
+        ended wrote (a bound measured on stdout lands only when its process is reaped)."""
         try:
             while True:
-                stages = list(plan())
                 self._reap()
+                stages = list(plan())
                 if self._start_ready(stages):
                     continue
                 if not self.running:
