@@ -164,6 +164,7 @@ def _row(label: str, bleus: list[float], latency: float = 0.4, flops: float = 1.
     stats = {"mean": sum(bleus) / len(bleus), "spread": max(bleus) - min(bleus), "values": bleus}
     return {
         "label": label,
+        "arch_key": label,
         "bleu": stats,
         "latency": {"vs_dense": latency},
         "costs": {"flops": flops},
@@ -223,7 +224,8 @@ def test_a_missed_comparison_says_if_it_is_seed_noise_and_what_the_supernet_pref
     assert hat["why"].startswith("it trails HAT by more than the seed spread")
     assert "pending (inherited scores)" in random["text"]
     losses = {"automoe-half": 2.10, "random-half": 2.20, "hat-half": 2.05}
-    scores = {"points": [{"key": k, "inherited_val_loss": v} for k, v in losses.items()]}
+    points = [{"arch_key": rows[k]["label"], "inherited_val_loss": v} for k, v in losses.items()]
+    scores = {"points": points}
     checks = {t["target"]: t for t in results.targets(rows, {"bleu": None}, 2, scores)}
     assert (
         "scores the AutoMoE winner better (inherited validation loss 2.100 vs 2.200)"
@@ -231,6 +233,9 @@ def test_a_missed_comparison_says_if_it_is_seed_noise_and_what_the_supernet_pref
     )
     assert "evolution found nothing better" in checks["AutoMoE@1/2 BLEU above HAT"]["why"]
     assert "why" not in checks["AutoMoE@1/2 BLEU below dense"]
+    twins = {**rows, "random-half": {**rows["random-half"], "arch_key": "AutoMoE"}}
+    checks = {t["target"]: t for t in results.targets(twins, {"bleu": None}, 2, scores)}
+    assert checks["AutoMoE@1/2 BLEU above Random"]["why"].endswith("chose the same architecture")
 
 
 def _placed(label: str, encoder: list[list[int]], decoder: list[list[int]]) -> dict:

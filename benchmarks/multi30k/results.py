@@ -18,7 +18,7 @@ from automoe.cost import count_params
 from automoe.runs import RUN_FILE, read_run_file
 from automoe.search.costs import CostModel
 from automoe.space import ArchConfig
-from multi30k import reused
+from multi30k import archs, reused
 from multi30k.plan import Plan
 from multi30k.rows import FINETUNED, LARGEST, ROWS, Row
 
@@ -155,6 +155,7 @@ class Collector:
             points.append(
                 {
                     "key": key,
+                    "arch_key": archs.arch_key(self.plan.arch_file(key)),
                     "label": rows[key]["label"] if key in rows else key,
                     "inherited_val_loss": None if val is None else val["loss"],
                     "inherited_bleu": None if test is None else test["bleu"],
@@ -297,8 +298,11 @@ def _why_not_above(
         noise = "the difference lies inside the seed spread: the two winners train to one quality"
     else:
         noise = f"it trails {label} by more than the seed spread"
-    losses = {p["key"]: p["inherited_val_loss"] for p in estimator["points"]}
-    auto, rival = losses.get("automoe-half"), losses.get(other)
+    if rows["automoe-half"]["arch_key"] == rows[other]["arch_key"]:
+        return f"{noise}; both searches chose the same architecture"
+    # by architecture: the estimator scores a repeated architecture under its first row only
+    losses = {p["arch_key"]: p["inherited_val_loss"] for p in estimator["points"]}
+    auto, rival = (losses.get(rows[k]["arch_key"]) for k in ("automoe-half", other))
     if auto is None or rival is None:
         return f"{noise}; how the SuperNet ranks the two winners is pending (inherited scores)"
     if auto < rival:
