@@ -14,7 +14,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
 import common
 from staged.command import selection
-from staged.report import attention_note
+from staged.report import SPEED_CHANGES, speed_notes
 from staged.settings import fix_settings
 from staged.stages import ALL, Scheduler, Stage, StageTimes
 
@@ -102,11 +102,18 @@ def test_a_failed_stage_is_reported_and_the_others_go_on(tmp_path: Path, fake_jo
     assert outcome.done == ["fine"]
 
 
-def test_attention_note_names_the_old_trainings_of_a_full_run_only() -> None:
-    note = " ".join(attention_note(("dense-s1", "switch-s1"), quick=False))
-    assert "dense-s1, switch-s1" in note and "train_attention.md" in note
-    assert attention_note(("dense-s1",), quick=True) == []
-    assert attention_note((), quick=False) == []
+def test_speed_notes_name_the_old_trainings_of_a_full_run_per_change() -> None:
+    before = {"attention": ("dense-s1", "switch-s1"), "loss": ("dense-s1", "dense-s2")}
+    notes = [line for line in speed_notes(before, quick=False) if line]
+    assert len(notes) == 2
+    assert "dense-s1, switch-s1" in notes[0] and "train_attention.md" in notes[0]
+    assert "dense-s1, dense-s2" in notes[1] and "train_loss.md" in notes[1]
+    assert all(c.date in " ".join(notes) for c in SPEED_CHANGES.values())
+    assert speed_notes(before, quick=True) == []
+    assert speed_notes({"attention": (), "loss": ("token-s1",)}, quick=False) == [
+        "",
+        notes[1].replace("dense-s1, dense-s2", "token-s1"),
+    ]
 
 
 def test_an_all_core_stage_about_to_be_ready_holds_back_the_stages_after_it(

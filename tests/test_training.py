@@ -13,14 +13,12 @@ from pathlib import Path
 
 import pytest
 import torch
-import torch.nn.functional as F
 import yaml
 
 from automoe.errors import AutomoeError, run_cli
 from automoe.files import previous_path
 from automoe.runs import load_model_file, save_with_tokenizer
 from automoe.space import SearchSpace
-from automoe.supernet.losses import label_smoothed_loss
 from automoe.train.__main__ import build_parser
 from automoe.train.__main__ import main as train_main
 from automoe.train.sampling import step_archs
@@ -60,23 +58,6 @@ def test_warmup_then_cosine() -> None:
     assert warmup_cosine(500, **kw) == pytest.approx(1e-5)
     rates = [warmup_cosine(s, **kw) for s in range(10, 111)]
     assert all(a >= b for a, b in itertools.pairwise(rates))
-
-
-def test_label_smoothed_loss_matches_definition() -> None:
-    torch.manual_seed(0)
-    logits = torch.randn(2, 5, 11)
-    target = torch.randint(1, 11, (2, 5))
-    target[1, 3:] = 0
-    out = label_smoothed_loss(logits, target, pad_id=0, smoothing=0.1)
-    logp = F.log_softmax(logits, -1)
-    keep = target != 0
-    nll = -logp.gather(-1, target[..., None]).squeeze(-1)[keep].sum()
-    uniform = -logp.mean(-1)[keep].sum()
-    assert out.tokens == int(keep.sum()) == 8
-    assert float(out.nll) == pytest.approx(float(nll), rel=1e-6)
-    assert float(out.loss) == pytest.approx(float(0.9 * nll + 0.1 * uniform), rel=1e-6)
-    plain = label_smoothed_loss(logits, target, pad_id=0, smoothing=0.0)
-    assert float(plain.loss) == pytest.approx(float(nll), rel=1e-6)
 
 
 def test_step_archs_depend_only_on_seed_and_step(tiny_space_file: Path) -> None:

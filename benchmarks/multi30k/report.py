@@ -11,11 +11,11 @@ from common import machine_markdown, markdown_table
 from staged.records import last_metrics, read_json, training_record
 from staged.report import (
     PENDING,
-    attention_note,
     fmt,
     over_seeds,
     pending_lines,
     sentences_scored,
+    speed_notes,
     status_line,
 )
 from staged.stages import Outcome, StageTimes
@@ -26,8 +26,15 @@ from multi30k.placement import placement_md
 from multi30k.plan import Plan
 from multi30k.rows import FINETUNED, FRONT_SEARCH, LARGEST, ROWS
 
-# The trainings of the long run that began with PyTorch's fused attention kernels
-FUSED_ATTENTION_TRAININGS = ("dense-s1", "switch-s1")
+# The trainings of the long run that predate each change of `staged.report.SPEED_CHANGES`
+SLOWER_TRAININGS = {
+    "attention": ("dense-s1", "switch-s1"),
+    "loss": tuple(
+        f"{row}-s{seed}"
+        for seed in (1, 2)
+        for row in ("dense", "switch", "hat-half", "random-half", "automoe-half", "automoe-third")
+    ),
+}
 
 
 def _train_hours(row: dict[str, Any]) -> str:
@@ -390,7 +397,7 @@ def write(
             "## Compute per stage",
             "",
             markdown_table(["stage", "wall h", "threads", "CPU h", "note"], compute_rows),
-            *attention_note(FUSED_ATTENTION_TRAININGS, quick),
+            *speed_notes(SLOWER_TRAININGS, quick),
             "",
             "## Commands",
             "",

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from staged.stages import Outcome, Stage
@@ -49,14 +50,46 @@ def sentences_scored(eval_limit: int) -> str:
     return f"first {eval_limit}" if eval_limit else "all 1,000"
 
 
-def attention_note(trainings: Sequence[str], quick: bool) -> list[str]:
-    """The trainings of this benchmark's long run that predate bf16 attention in plain matmuls:
-    their CPU-hours are not comparable as they stand with those of later ones."""
-    if quick or not trainings:
+@dataclass(frozen=True)
+class SpeedChange:
+    """A change of the training code that made an update cheaper without changing its result."""
+
+    what: str
+    date: str
+    gain: str
+    results: str
+
+
+SPEED_CHANGES = {
+    "attention": SpeedChange(
+        "bf16 training computed attention in plain matmuls",
+        "2026-12-01",
+        "1.13-1.15x",
+        "train_attention.md",
+    ),
+    "loss": SpeedChange(
+        "the label-smoothed loss was fused per slice of rows",
+        "2026-12-02",
+        "1.22-1.38x in bf16 (1.07-1.12x in fp32)",
+        "train_loss.md",
+    ),
+}
+
+
+def speed_notes(before: Mapping[str, Sequence[str]], quick: bool) -> list[str]:
+    """Per change in `SPEED_CHANGES`, the trainings of this benchmark's long run that predate
+    it: their CPU-hours are not comparable as they stand with those of later ones."""
+    if quick:
         return []
-    return [
-        "",
-        f"Trainings {', '.join(trainings)} ran before bf16 training computed attention in plain "
-        "matmuls (2026-12-01); later ones spend 1.13-1.15x less time per update on the same "
-        "work ([train_attention.md](train_attention.md)): compare CPU-hours with that in mind.",
-    ]
+    lines = []
+    for key, trainings in before.items():
+        if not trainings:
+            continue
+        c = SPEED_CHANGES[key]
+        lines += [
+            "",
+            f"Trainings {', '.join(trainings)} ran before {c.what} ({c.date}); later ones spend "
+            f"{c.gain} less time per update on the same work ([{c.results}]({c.results})): "
+            "compare CPU-hours with that in mind.",
+        ]
+    return lines

@@ -12,11 +12,11 @@ from common import machine_markdown, markdown_table
 from staged.records import last_metrics
 from staged.report import (
     PENDING,
-    attention_note,
     fmt,
     over_seeds,
     pending_lines,
     sentences_scored,
+    speed_notes,
     status_line,
 )
 from staged.stages import Outcome, StageTimes
@@ -38,8 +38,11 @@ BLEU_GAP = 0.5  # task-MoE's mean BLEU within this of token-MoE's
 DENSE_SPEED = 0.95  # task-MoE's throughput at least this share of dense, every batch size
 TOKEN_SPEED = 1.2  # and this multiple of token-MoE's at the small batch sizes
 TOKEN_SPEED_BATCHES = (1, 16)
-# The trainings of the long run that began with PyTorch's fused attention kernels
-FUSED_ATTENTION_TRAININGS = ("dense-s1",)
+# The trainings of the long run that predate each change of `staged.report.SPEED_CHANGES`
+SLOWER_TRAININGS = {
+    "attention": ("dense-s1",),
+    "loss": ("dense-s1", "token-s1", "sentence-s1", "the routing SuperNet"),
+}
 
 
 def quality_table(plan: Plan, collected: dict[str, Any]) -> str:
@@ -339,7 +342,7 @@ def write(
         "## Compute",
         "",
         compute_md(times),
-        *attention_note(FUSED_ATTENTION_TRAININGS, quick),
+        *speed_notes(SLOWER_TRAININGS, quick),
         "",
         "## Commands",
         "",
