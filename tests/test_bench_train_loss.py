@@ -21,7 +21,7 @@ from automoe.supernet import losses
 
 def test_only_the_fused_variant_takes_the_fused_loss_and_both_train_alike() -> None:
     batches = make_batches(1, 40, seed=0, low=3, high=6)
-    steps, _ = btl.variants(batches, seed=0)
+    steps, _ = btl.variants(batches, lr=1e-5, seed=0)
     for key in ("dense fp32 autograd", "dense fp32 fused"):
         with mock.patch.object(losses._RowLosses, "apply", wraps=losses._RowLosses.apply) as fused:
             steps[key]()
@@ -43,7 +43,7 @@ def test_a_tiny_run_reports_every_case(
     written = list(tmp_path.glob("train_loss*.json"))
     assert len(written) == 1
     payload = json.loads(written[0].read_text())
-    assert list(payload["results"]) == btl.cases()
+    assert list(payload["results"]) == list(btl.COMPARISON.cases)
     for stats in payload["results"].values():
         assert stats["variants"]["fused"]["all"]["paired_ratio"] > 0
     assert payload["params"]["dense"] > payload["params"]["AutoMoE@1/2"]
