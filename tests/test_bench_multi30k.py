@@ -238,6 +238,42 @@ def test_a_missed_comparison_says_if_it_is_seed_noise_and_what_the_supernet_pref
     assert checks["AutoMoE@1/2 BLEU above Random"]["why"].endswith("chose the same architecture")
 
 
+def test_a_missed_cost_target_says_what_the_search_bounded() -> None:
+    def costed(row: dict, predicted_ms: float, experts: int) -> dict:
+        return {**row, "predicted_latency_ms": predicted_ms, "experts": experts}
+
+    rows = {
+        "dense": costed(_row("Dense", [30.0, 30.2], 1.0, 3.0), 200.0, 1),
+        "automoe-half": costed(_row("AutoMoE", [29.6, 29.8], 0.6, 1.2), 96.0, 3),
+        "random-half": costed(_row("Random", [29.0, 29.6], 0.55), 100.0, 2),
+        "hat-half": costed(_row("HAT", [29.4, 29.5], 0.5), 100.0, 1),
+    }
+    context = {
+        "predictor_machine": {"cpu_model": "AMD EPYC", "threads": 1},
+        "timing_machine": {"cpu_model": "Intel Xeon", "threads": 2},
+        "smallest": {"flops": 0.75, "predicted_latency_ms": 50.0},
+    }
+    checks = {t["target"]: t for t in results.targets(rows, {"bleu": None}, 2, NO_SCORES, context)}
+    latency = checks["AutoMoE@1/2 latency / dense"]["why"]
+    assert "puts the winner at 0.480x dense, inside the bound; timed here it runs at 0.600x" in (
+        latency
+    )
+    assert "(with experts: AutoMoE 1.25, Random 1.10; dense: HAT 1.00)" in latency
+    assert "timed on AMD EPYC, 1 thread(s), the timing ran on Intel Xeon, 2 thread(s)" in latency
+    flops = checks["AutoMoE@1/2 FLOPs / dense"]["why"]  # 0.4 of the FLOPs at 0.48 of the latency
+    assert "FLOPs fall little faster than predicted latency" in flops
+    assert "smallest architecture at 0.25x and 0.25x" in flops and "bound near 0.40x" in flops
+    same = {**context, "predictor_machine": context["timing_machine"]}
+    again = {t["target"]: t for t in results.targets(rows, {"bleu": None}, 2, NO_SCORES, same)}
+    assert "learnt its latencies on this machine" in again["AutoMoE@1/2 latency / dense"]["why"]
+    unknown = {t["target"]: t for t in results.targets(rows, {"bleu": None}, 2, NO_SCORES)}
+    assert "why" not in unknown["AutoMoE@1/2 FLOPs / dense"]  # no smallest architecture known
+    assert "timed on an unrecorded machine" in unknown["AutoMoE@1/2 latency / dense"]["why"]
+    met = {**rows, "automoe-half": {**rows["automoe-half"], "latency": {"vs_dense": 0.45}}}
+    checks = {t["target"]: t for t in results.targets(met, {"bleu": None}, 2, NO_SCORES, context)}
+    assert "why" not in checks["AutoMoE@1/2 latency / dense"]
+
+
 def _placed(label: str, encoder: list[list[int]], decoder: list[list[int]]) -> dict:
     return {"label": label, "arch": {"encoder_ffn_dims": encoder, "decoder_ffn_dims": decoder}}
 

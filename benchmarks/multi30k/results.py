@@ -15,6 +15,8 @@ from scipy.stats import kendalltau
 from staged.records import read_json, seed_stats, stage_cpus, training_on
 
 from automoe.cost import count_params
+from automoe.predictors import CostPredictor
+from automoe.predictors.data import read_sidecar
 from automoe.runs import RUN_FILE, read_run_file
 from automoe.search.costs import CostModel
 from automoe.space import ArchConfig
@@ -44,6 +46,7 @@ class Collector:
         self.throughput = read_json(self.layout.throughput)
         self.costs = self._cost_model()
         self.cpus = stage_cpus(self.layout.stage_times)
+        self.predictor = CostPredictor.load(plan.predictor) if plan.predictor.is_file() else None
 
     def _cost_model(self) -> CostModel | None:
         """The search's cost model, once the SuperNet's run fixes the vocabulary."""
@@ -74,6 +77,32 @@ class Collector:
             "flops": base["flops"],
             "params_total": base["params"],
             "params_active": float(params.active_per_token),
+        }
+
+    def predicted_ms(self, arch: ArchConfig | None) -> float | None:
+        """The latency the searches compared (the predictor's), to set beside the timed one."""
+        if arch is None or self.predictor is None:
+            return None
+        return float(self.predictor.predict_archs([arch])[0])
+
+    def predictor_machine(self) -> dict[str, Any] | None:
+        """Where the predictor's latencies were timed (its dataset's sidecar), if known."""
+        data = None if self.predictor is None else self.predictor.training_data_
+        if not data or not Path(data["path"]).is_file():
+            return None
+        sidecar = read_sidecar(Path(data["path"]))
+        machine, protocol = sidecar.get("machine"), sidecar.get("protocol", {})
+        if not machine:
+            return None
+        return {"cpu_model": machine.get("cpu_model"), "threads": protocol.get("threads")}
+
+    def smallest(self) -> dict[str, float | None]:
+        """The space's smallest architecture: how far FLOPs and latency can fall at all."""
+        arch = self.plan.space.smallest()
+        cost = self.cost(arch)
+        return {
+            "flops": None if cost is None else cost["flops"],
+            "predicted_latency_ms": self.predicted_ms(arch),
         }
 
     def timed(self, name: str) -> dict[str, Any]:
@@ -120,6 +149,8 @@ class Collector:
             "chrf": seed_stats([s["chrf"] for s in scores]),
             "finetuned": finetuned,
             "costs": self.cost(arch),
+            "experts": None if arch is None else max(arch.encoder_experts + arch.decoder_experts),
+            "predicted_latency_ms": self.predicted_ms(arch),
             **self.timed(row.key),
             "commands": {
                 "train": self.command(f"train {row.key}-s{first}"),
@@ -192,16 +223,25 @@ class Collector:
                 }
             )
         largest, estimator = self.largest(), self.estimator(rows)
+        timing = None if self.latency is None else self.latency["machine"]
+        context = {
+            "predictor_machine": self.predictor_machine(),
+            "timing_machine": timing,
+            "smallest": self.smallest(),
+        }
+        seeds = len(self.plan.sizes.seeds)
         return {
             "rows": rows,
             "largest": largest,
             "front": front,
             "estimator": estimator,
-            "targets": targets(rows, largest, len(self.plan.sizes.seeds), estimator),
+            "targets": targets(rows, largest, seeds, estimator, context),
             "constraints": read_json(self.layout.constraints),
             "latency_settings": None if self.latency is None else self.latency["settings"],
             "throughput_settings": None if self.throughput is None else self.throughput["settings"],
-            "timing_machine": None if self.latency is None else self.latency["machine"],
+            "timing_machine": timing,
+            "predictor_machine": context["predictor_machine"],
+            "smallest": context["smallest"],
         }
 
 
@@ -240,12 +280,18 @@ def _seeds_done(*rows: dict[str, Any]) -> int:
 
 
 def targets(
-    rows: dict[str, dict[str, Any]], largest: dict[str, Any], seeds: int, estimator: dict[str, Any]
+    rows: dict[str, dict[str, Any]],
+    largest: dict[str, Any],
+    seeds: int,
+    estimator: dict[str, Any],
+    context: dict[str, Any] | None = None,
 ) -> list[dict]:
     """The issue's targets, each checked against the figures available (`seeds`: how many
     each row trains). A BLEU gap on fewer seeds than planned is provisional; a difference
     between two rows has no verdict before two seeds each give the spread it must exceed,
-    and a missed one says why, as far as the seeds and the SuperNet's scores tell."""
+    and a missed one says why, as far as the seeds and the SuperNet's scores tell. A missed
+    cost target says why from `context` (`Collector.collect`'s predictor and timing
+    machines and the space's smallest architecture), when the predictions are known."""
     auto, dense = rows["automoe-half"], rows["dense"]
     gap = None
     if _mean(auto) is not None and _mean(dense) is not None:
@@ -258,11 +304,17 @@ def targets(
     if gap is not None and _seeds_done(auto, dense) < seeds:
         done = _seeds_done(auto, dense)
         below["text"] += f" (provisional: {done} of {seeds} seeds)"
-    out = [
-        below,
+    costs = [
         _check("AutoMoE@1/2 latency / dense", latency, LATENCY_TARGET, False, ""),
         _check("AutoMoE@1/2 FLOPs / dense", flops, FLOPS_TARGET, False, ""),
     ]
+    predicted, context = _predicted_vs_dense(rows), context or {}
+    whys = (_why_latency(rows, predicted, context), _why_flops(rows, predicted, context))
+    for check, why in zip(costs, whys, strict=True):
+        if check["met"] is False and why is not None:
+            check["why"] = why
+            check["text"] += f". Why: {why}"
+    out = [below, *costs]
     for other in ("random-half", "hat-half"):
         margin = spread = None
         if _mean(auto) is not None and _mean(rows[other]) is not None:
@@ -286,6 +338,95 @@ def targets(
         out.append(check)
     out.append(_check("SuperNet largest BLEU", _mean(largest), LARGEST_TARGET, True, ""))
     return out
+
+
+def _predicted_vs_dense(rows: dict[str, dict[str, Any]]) -> dict[str, float]:
+    """Each row's predicted latency as a fraction of the dense row's, where both are known."""
+    dense = rows["dense"].get("predicted_latency_ms")
+    if not dense:
+        return {}
+    return {
+        key: row["predicted_latency_ms"] / dense
+        for key, row in rows.items()
+        if row.get("predicted_latency_ms") is not None
+    }
+
+
+def _machine(machine: dict[str, Any] | None) -> str:
+    if not machine:
+        return "an unrecorded machine"  # never equal to a recorded one
+    threads = machine.get("threads")
+    return f"{machine.get('cpu_model')}, {threads} thread(s)" if threads else machine["cpu_model"]
+
+
+def _why_latency(
+    rows: dict[str, dict[str, Any]], predicted: dict[str, float], context: dict[str, Any]
+) -> str | None:
+    """The search bounds predicted latency: set the winner's prediction beside its timing,
+    and each row's timed-over-predicted ratio, rows with experts apart from dense ones."""
+    if "automoe-half" not in predicted or rows["automoe-half"]["latency"] is None:
+        return None
+    auto = predicted["automoe-half"]
+    inside = "inside the bound" if auto <= LATENCY_TARGET else "above it (a raised bound)"
+    errors = {
+        experts: [
+            f"{row['label']} {row['latency']['vs_dense'] / predicted[key]:.2f}"
+            for key, row in rows.items()
+            if key != "dense"
+            and key in predicted
+            and row["latency"] is not None
+            and ((row.get("experts") or 1) > 1) == experts
+        ]
+        for experts in (True, False)
+    }
+    per_row = "; ".join(
+        f"{kind}: {', '.join(found)}"
+        for kind, found in (("with experts", errors[True]), ("dense", errors[False]))
+        if found
+    )
+    learnt, timed = (_machine(context.get(k)) for k in ("predictor_machine", "timing_machine"))
+    if learnt == timed and context.get("timing_machine"):
+        where = f"the predictor learnt its latencies on this machine ({timed}) and is off for them"
+    else:
+        where = (
+            f"the predictor learnt latencies timed on {learnt}, the timing ran on {timed}: a "
+            "predictor fitted on latencies of the machine that serves the model "
+            "(`automoe.latency dataset`) bounds the right figure"
+        )
+    return (
+        f"the search bounds the latency predictor's figure, which puts the winner at "
+        f"{auto:.3f}x dense, {inside}; timed here it runs at "
+        f"{rows['automoe-half']['latency']['vs_dense']:.3f}x. Timed over predicted ratio to "
+        f"dense per row ({per_row}): {where}"
+    )
+
+
+def _why_flops(
+    rows: dict[str, dict[str, Any]], predicted: dict[str, float], context: dict[str, Any]
+) -> str | None:
+    """The searches bound latency, not FLOPs: how far FLOPs fall with it in this space."""
+    smallest = context.get("smallest") or {}
+    dense = rows["dense"]
+    auto = rows["automoe-half"]
+    if (
+        "automoe-half" not in predicted
+        or not dense["costs"]
+        or not auto["costs"]
+        or None in (smallest.get("flops"), smallest.get("predicted_latency_ms"))
+    ):
+        return None
+    flops = auto["costs"]["flops"] / dense["costs"]["flops"]
+    latency = predicted["automoe-half"]
+    low_flops = smallest["flops"] / dense["costs"]["flops"]
+    low_latency = smallest["predicted_latency_ms"] / dense["predicted_latency_ms"]
+    pace = "little faster than" if flops >= 0.8 * latency else "faster than"
+    return (
+        f"the searches bound latency, not FLOPs, and in this space FLOPs fall {pace} predicted "
+        f"latency: the winner is at {latency:.2f}x dense in predicted latency and {flops:.2f}x "
+        f"in FLOPs, the space's smallest architecture at {low_latency:.2f}x and "
+        f"{low_flops:.2f}x; a third of the FLOPs would take a latency bound near "
+        f"{FLOPS_TARGET * latency / flops:.2f}x"
+    )
 
 
 def _why_not_above(
