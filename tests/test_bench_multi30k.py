@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+from hypothesis import given
+from hypothesis import strategies as st
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 sys.path.insert(0, str(BENCH))
@@ -155,6 +157,25 @@ def test_front_points_spread_over_latency_and_skip_rows(tmp_path: Path) -> None:
     assert [p["arch_key"] for p in points] == [rows[i]["arch_key"] for i in (0, 2, 4)]
     assert ArchConfig.load(points[1]["file"]).key() == rows[2]["arch_key"]
     assert yaml.safe_load(Path(points[0]["file"]).read_text())["encoder_embed_dim"] > 0
+
+
+@given(
+    st.lists(st.floats(1.0, 500.0), min_size=1, max_size=30, unique=True),
+    st.integers(0, 8),
+)
+def test_front_points_are_distinct_and_keep_both_ends(latencies: list[float], points: int) -> None:
+    front = [{"latency_ms": v} for v in sorted(latencies)]
+    chosen = archs.spread_over_latency(front, points)
+    assert chosen == sorted(set(chosen)) and len(chosen) == min(points, len(front))
+    if points >= 2:
+        assert chosen[0] == 0 and chosen[-1] == len(front) - 1
+
+
+def test_front_points_spread_by_latency_not_by_rank() -> None:
+    """A front crowded near the bound: rank would pick three near-twins at 117-118 ms."""
+    values = [67.5, 68.4, 77.5, 79.6, 97.6, 108.4, 110.8, 117.3, 117.6, 117.8, 118.4, 118.5]
+    chosen = archs.spread_over_latency([{"latency_ms": v} for v in values], 4)
+    assert [values[i] for i in chosen] == [67.5, 79.6, 97.6, 118.5]
 
 
 NO_SCORES: dict = {"points": []}

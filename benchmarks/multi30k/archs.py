@@ -24,7 +24,6 @@ from staged.archs import arch_yaml, dense_arch
 
 from automoe.files import write_text_atomic
 from automoe.predictors import CostPredictor
-from automoe.search.results import spread
 from automoe.space import ArchConfig, SearchSpace
 
 SWITCH_EXPERTS = 4
@@ -133,10 +132,25 @@ def front_rows(search: Path) -> list[dict[str, Any]]:
     return sorted((rows[k] for k in keys if k in rows), key=lambda r: r["latency_ms"])
 
 
+def spread_over_latency(front: list[dict[str, Any]], points: int) -> list[int]:
+    """Indices of the `points` rows (fastest first) nearest to latencies evenly spaced from
+    the fastest to the slowest, each row once. Spread by value, not by rank: an evolution's
+    front crowds near the bound, and rank would pick near-twins there."""
+    if len(front) <= points:
+        return list(range(len(front)))
+    low, high = front[0]["latency_ms"], front[-1]["latency_ms"]
+    chosen: list[int] = []
+    for i in range(points):
+        wanted = low + (high - low) * i / max(points - 1, 1)
+        free = [j for j in range(len(front)) if j not in chosen]
+        chosen.append(min(free, key=lambda j: abs(front[j]["latency_ms"] - wanted)))
+    return sorted(chosen)
+
+
 def write_front(search: Path, exclude: set[str], points: int, folder: Path, out: Path) -> None:
     """`points` front architectures spread over latency, none already a row of the table."""
     front = [r for r in front_rows(search) if r["arch_key"] not in exclude]
-    chosen = [front[i] for i in spread(len(front), points)] if points else []
+    chosen = [front[i] for i in spread_over_latency(front, points)]
     listed = []
     for i, row in enumerate(chosen, start=1):
         name = f"front-{i:02d}"
