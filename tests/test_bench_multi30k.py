@@ -259,6 +259,28 @@ def test_a_missed_comparison_says_if_it_is_seed_noise_and_what_the_supernet_pref
     assert checks["AutoMoE@1/2 BLEU above Random"]["why"].endswith("chose the same architecture")
 
 
+def test_a_missed_gap_to_dense_says_what_fine_tuning_reaches() -> None:
+    rows = {
+        "dense": _row("Dense", [30.0, 30.2], 1.0, 3.0),
+        "automoe-half": {**_row("AutoMoE", [29.0, 29.2], 0.4, 0.9), "finetuned": {"bleu": 29.8}},
+        "random-half": _row("Random", [29.0, 29.6]),
+        "hat-half": _row("HAT", [29.4, 29.5]),
+    }
+    below = results.targets(rows, {"bleu": None}, 2, NO_SCORES)[0]
+    assert below["met"] is False and below["finetuned_gap"] == pytest.approx(0.3)
+    assert (
+        "instead (first seed only), the winner is 0.3 BLEU below dense, within the"
+        in (below["text"])
+    )
+    rows["automoe-half"]["finetuned"] = {"bleu": 29.0}
+    assert (
+        "1.1 BLEU below dense, still outside it"
+        in results.targets(rows, {"bleu": None}, 2, NO_SCORES)[0]["text"]
+    )
+    rows["automoe-half"]["finetuned"] = None  # not fine-tuned (yet): nothing said
+    assert "Fine-tuned" not in results.targets(rows, {"bleu": None}, 2, NO_SCORES)[0]["text"]
+
+
 def test_a_missed_cost_target_says_what_the_search_bounded() -> None:
     def costed(row: dict, predicted_ms: float, experts: int) -> dict:
         return {**row, "predicted_latency_ms": predicted_ms, "experts": experts}
