@@ -63,9 +63,12 @@ def test_quick_run_does_every_stage_and_a_second_run_reuses_them(
         assert report["rows"][row.key]["latency"]["median"] > 0
         assert report["rows"][row.key]["throughput"]["sentences_per_s"] > 0
     assert report["rows"]["automoe-half"]["finetuned"] is not None
+    for key in ("dense", "automoe-half"):  # what the searches bounded, beside what was timed
+        assert report["rows"][key]["predicted_latency_ms"] > 0
+    assert report["smallest"]["predicted_latency_ms"] > 0
     assert report["largest"]["bleu"] is not None
     assert "## Targets" in md and "PENDING" not in md and "pending" not in md.split("## Pending")[0]
-    assert len(report["targets"]) == 6 and all(t["met"] is not None for t in report["targets"])
+    assert len(report["targets"]) == 8 and all(t["met"] is not None for t in report["targets"])
     assert report["estimator"]["complete"] == len(report["estimator"]["points"]) >= 3
     for figure in report["figures"].values():
         assert Path(figure).is_file()
@@ -279,6 +282,39 @@ def test_a_missed_gap_to_dense_says_what_fine_tuning_reaches() -> None:
     )
     rows["automoe-half"]["finetuned"] = None  # not fine-tuned (yet): nothing said
     assert "Fine-tuned" not in results.targets(rows, {"bleu": None}, 2, NO_SCORES)[0]["text"]
+
+
+def test_the_estimator_targets_wait_for_eight_architectures_and_say_why_a_gap_misses() -> None:
+    rows = {
+        "dense": _row("Dense", [30.0, 30.2], 1.0, 3.0),
+        "automoe-half": _row("AutoMoE", [29.6, 29.8], 0.4, 0.9),
+        "random-half": _row("Random", [29.0, 29.6]),
+        "hat-half": _row("HAT", [29.4, 29.5]),
+    }
+    scores = {
+        "points": [{"arch_key": f"a{i}", "inherited_val_loss": None} for i in range(10)],
+        "complete": 6,
+        "tau_bleu": 0.8,
+        "mean_abs_gap": 7.5,
+        "mean_gap": -7.5,
+        "inherited_below": 6,
+        "supernet_steps": 1500,
+        "final_steps": 3000,
+    }
+    checks = {t["target"]: t for t in results.targets(rows, {"bleu": None}, 2, scores)}
+    tau, gap = (
+        checks[f"SuperNet estimator {name}"] for name in ("Kendall tau", "mean absolute BLEU gap")
+    )
+    assert tau["met"] is None and gap["met"] is None
+    assert tau["text"].endswith("0.8 on 6 architectures: pending until 8 have both scores")
+    checks = {
+        t["target"]: t for t in results.targets(rows, {"bleu": None}, 2, {**scores, "complete": 8})
+    }
+    assert checks["SuperNet estimator Kendall tau"]["met"] is True
+    gap = checks["SuperNet estimator mean absolute BLEU gap"]
+    assert gap["met"] is False and gap["missed_by"] == pytest.approx(6.5)
+    assert "below from-scratch BLEU for 6 of 8 architectures (mean -7.5)" in gap["why"]
+    assert "SuperNet's 1500 updates are shared by every sub-network" in gap["why"]
 
 
 def test_a_missed_cost_target_says_what_the_search_bounded() -> None:

@@ -24,6 +24,7 @@ from staged.archs import arch_yaml, dense_arch
 
 from automoe.files import write_text_atomic
 from automoe.predictors import CostPredictor
+from automoe.predictors.data import read_sidecar
 from automoe.space import ArchConfig, SearchSpace
 
 SWITCH_EXPERTS = 4
@@ -166,6 +167,32 @@ def write_front(search: Path, exclude: set[str], points: int, folder: Path, out:
             }
         )
     write_text_atomic(out, json.dumps({"front_size": len(front), "points": listed}, indent=2))
+
+
+def write_predicted(predictor_path: Path, models: dict[str, ArchConfig], out: Path) -> None:
+    """The latency predictor's figure for every timed model (`models`; the space's smallest
+    among them, to show how far latency can fall at all), and where the predictor's
+    latencies were timed: the searches bound this figure, the timing stage measures the
+    real one, and a report sets them side by side on any machine (a small file the ledger
+    keeps, where the predictor itself may not travel)."""
+    predictor = CostPredictor.load(predictor_path)
+    names = list(models)
+    predicted = predictor.predict_archs([models[n] for n in names])
+    machine = None
+    data = predictor.training_data_
+    if data and Path(data["path"]).is_file():
+        sidecar = read_sidecar(Path(data["path"]))
+        if sidecar.get("machine"):
+            machine = {
+                "cpu_model": sidecar["machine"].get("cpu_model"),
+                "threads": sidecar.get("protocol", {}).get("threads"),
+            }
+    record = {
+        "predictor": str(predictor_path),
+        "measured_on": machine,
+        "models": {n: float(v) for n, v in zip(names, predicted, strict=True)},
+    }
+    write_text_atomic(out, json.dumps(record, indent=2))
 
 
 def arch_key(path: Path) -> str | None:

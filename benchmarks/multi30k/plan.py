@@ -122,7 +122,7 @@ class Plan:
             for t in rows + seeds + fronts + tuned
         ]
         out += [s for key in self.estimator_keys() for s in model_stages.inherited(self, key)]
-        out += model_stages.timings(self)
+        out += [search_stages.predicted(self), *model_stages.timings(self)]
         out += rows + seeds + fronts
         return ledger.mark(out + tuned, self.layout.ledger)
 

@@ -15,19 +15,21 @@ from scipy.stats import kendalltau
 from staged.records import read_json, seed_stats, stage_cpus, training_on
 
 from automoe.cost import count_params
-from automoe.predictors import CostPredictor
-from automoe.predictors.data import read_sidecar
 from automoe.runs import RUN_FILE, read_run_file
 from automoe.search.costs import CostModel
 from automoe.space import ArchConfig
 from multi30k import archs, reused
 from multi30k.plan import Plan
 from multi30k.rows import FINETUNED, LARGEST, ROWS, Row
+from multi30k.search_stages import SMALLEST
 
 BLEU_TARGET_GAP = 0.5  # AutoMoE@1/2 within this many BLEU of dense
 LATENCY_TARGET = 1 / 2
 FLOPS_TARGET = 1 / 3
 LARGEST_TARGET = 30.0
+ESTIMATOR_TAU = 0.7  # Kendall tau, inherited vs from-scratch BLEU, at least
+ESTIMATOR_GAP = 1.0  # mean absolute BLEU gap, under
+ESTIMATOR_POINTS = 8  # architectures the study needs before its verdict
 
 
 def _score(path: Path) -> dict[str, Any] | None:
@@ -46,7 +48,7 @@ class Collector:
         self.throughput = read_json(self.layout.throughput)
         self.costs = self._cost_model()
         self.cpus = stage_cpus(self.layout.stage_times)
-        self.predictor = CostPredictor.load(plan.predictor) if plan.predictor.is_file() else None
+        self.predicted = read_json(self.layout.predicted) or {"models": {}}
 
     def _cost_model(self) -> CostModel | None:
         """The search's cost model, once the SuperNet's run fixes the vocabulary."""
@@ -79,30 +81,12 @@ class Collector:
             "params_active": float(params.active_per_token),
         }
 
-    def predicted_ms(self, arch: ArchConfig | None) -> float | None:
-        """The latency the searches compared (the predictor's), to set beside the timed one."""
-        if arch is None or self.predictor is None:
-            return None
-        return float(self.predictor.predict_archs([arch])[0])
-
-    def predictor_machine(self) -> dict[str, Any] | None:
-        """Where the predictor's latencies were timed (its dataset's sidecar), if known."""
-        data = None if self.predictor is None else self.predictor.training_data_
-        if not data or not Path(data["path"]).is_file():
-            return None
-        sidecar = read_sidecar(Path(data["path"]))
-        machine, protocol = sidecar.get("machine"), sidecar.get("protocol", {})
-        if not machine:
-            return None
-        return {"cpu_model": machine.get("cpu_model"), "threads": protocol.get("threads")}
-
     def smallest(self) -> dict[str, float | None]:
         """The space's smallest architecture: how far FLOPs and latency can fall at all."""
-        arch = self.plan.space.smallest()
-        cost = self.cost(arch)
+        cost = self.cost(self.plan.space.smallest())
         return {
             "flops": None if cost is None else cost["flops"],
-            "predicted_latency_ms": self.predicted_ms(arch),
+            "predicted_latency_ms": self.predicted["models"].get(SMALLEST),
         }
 
     def timed(self, name: str) -> dict[str, Any]:
@@ -150,7 +134,7 @@ class Collector:
             "finetuned": finetuned,
             "costs": self.cost(arch),
             "experts": None if arch is None else max(arch.encoder_experts + arch.decoder_experts),
-            "predicted_latency_ms": self.predicted_ms(arch),
+            "predicted_latency_ms": self.predicted["models"].get(row.key),
             **self.timed(row.key),
             "commands": {
                 "train": self.command(f"train {row.key}-s{first}"),
@@ -197,9 +181,14 @@ class Collector:
         full = [p for p in points if None not in (p["inherited_bleu"], p["scratch_bleu"])]
         trainings = 1 + len(reused.earlier(self.layout.work))
         out: dict[str, Any] = {"points": points, "complete": len(full), "trainings": trainings}
+        if (self.plan.supernet / RUN_FILE).is_file():
+            out["supernet_steps"] = read_run_file(self.plan.supernet)["train"]["max_steps"]
+        out["final_steps"] = self.plan.sizes.final_steps
         if full:
-            gaps = [abs(p["inherited_bleu"] - p["scratch_bleu"]) for p in full]
-            out["mean_abs_gap"] = statistics.mean(gaps)
+            signed = [p["inherited_bleu"] - p["scratch_bleu"] for p in full]
+            out["mean_abs_gap"] = statistics.mean(abs(g) for g in signed)
+            out["mean_gap"] = statistics.mean(signed)
+            out["inherited_below"] = sum(g < 0 for g in signed)
             scratch = [p["scratch_bleu"] for p in full]
             out["tau_bleu"] = _tau([p["inherited_bleu"] for p in full], scratch)
             withloss = [p for p in full if p["inherited_val_loss"] is not None]
@@ -225,7 +214,7 @@ class Collector:
         largest, estimator = self.largest(), self.estimator(rows)
         timing = None if self.latency is None else self.latency["machine"]
         context = {
-            "predictor_machine": self.predictor_machine(),
+            "predictor_machine": self.predicted.get("measured_on"),
             "timing_machine": timing,
             "smallest": self.smallest(),
         }
@@ -347,7 +336,43 @@ def targets(
                     check["text"] += f". Why: {check['why']}"
         out.append(check)
     out.append(_check("SuperNet largest BLEU", _mean(largest), LARGEST_TARGET, True, ""))
-    return out
+    return out + _estimator_targets(estimator)
+
+
+def _estimator_targets(estimator: dict[str, Any]) -> list[dict]:
+    """The SuperNet as an estimator: ranking and gap, judged once `ESTIMATOR_POINTS`
+    architectures (or all planned, if fewer) have both scores; before, provisional figures."""
+    complete, planned = estimator.get("complete", 0), len(estimator["points"])
+    checks = [
+        _check(
+            "SuperNet estimator Kendall tau", estimator.get("tau_bleu"), ESTIMATOR_TAU, True, ""
+        ),
+        _check(
+            "SuperNet estimator mean absolute BLEU gap",
+            estimator.get("mean_abs_gap"),
+            ESTIMATOR_GAP,
+            False,
+            " BLEU",
+        ),
+    ]
+    needed = min(ESTIMATOR_POINTS, planned)
+    for check in checks:
+        if check["met"] is not None and complete < needed:
+            check.update(
+                met=None,
+                text=f"{check['target']}: {check['value']:.3g} on {complete} architectures: "
+                f"pending until {needed} have both scores",
+            )
+    gap = checks[1]
+    if gap["met"] is False and "supernet_steps" in estimator:
+        gap["why"] = (
+            f"inherited BLEU is below from-scratch BLEU for {estimator['inherited_below']} of "
+            f"{complete} architectures (mean {estimator['mean_gap']:+.3g}): the SuperNet's "
+            f"{estimator['supernet_steps']} updates are shared by every sub-network, each "
+            f"model's {estimator['final_steps']} are its own"
+        )
+        gap["text"] += f". Why: {gap['why']}"
+    return checks
 
 
 def _predicted_vs_dense(rows: dict[str, dict[str, Any]]) -> dict[str, float]:

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from staged.search import resumable_search
 from staged.stages import ALL, Stage
 
-from automoe.space import SearchSpace
+from automoe.space import ArchConfig, SearchSpace
 from multi30k import archs
 from multi30k.rows import FRONT_OF, FRONT_SEARCH, ROWS, SEARCHED, Row
 from multi30k.settings import FRACTIONS
@@ -128,6 +128,30 @@ def constraints(plan: Plan) -> Stage:
         ("dense latency", "latency predictor", "baselines"),
         action=action,
         about="bounds at 1/2 and 1/3 of the dense latency (benchmarks/multi30k/archs.py)",
+        slots=0,
+    )
+
+
+SMALLEST = "smallest"  # the space's smallest architecture, in the predictions only
+
+
+def predicted(plan: Plan) -> Stage:
+    def action() -> None:
+        models = {
+            name: plan.space.largest() if arch == "largest" else ArchConfig.load(arch)
+            for name, (_, arch) in plan.timed_models().items()
+            if arch is not None
+        }
+        models[SMALLEST] = plan.space.smallest()
+        archs.write_predicted(plan.predictor, models, plan.layout.predicted)
+
+    return Stage(
+        "predicted latency",
+        plan.layout.predicted,
+        ("latency predictor", "baselines", "front", *(f"search {row.key}" for row in SEARCHED)),
+        action=action,
+        about="the latency predictor's figure for every timed model and the space's smallest "
+        "(benchmarks/multi30k/archs.py)",
         slots=0,
     )
 

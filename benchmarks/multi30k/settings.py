@@ -143,6 +143,10 @@ class Layout(StagedLayout):
     def constraints(self) -> Path:
         return self.work / "latency" / "constraints.json"
 
+    @property
+    def predicted(self) -> Path:
+        return self.work / "latency" / "predicted.json"
+
     def search(self, key: str) -> Path:
         return self.work / "search" / key
 
