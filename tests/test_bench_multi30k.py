@@ -417,9 +417,13 @@ def test_compute_counts_recorded_stages_and_says_what_reused_inputs_did_not_reco
     (run / "metrics.jsonl").write_text(
         json.dumps({"step": 9, "elapsed_s": 3600.0, "tokens": 100}) + "\n"
     )
+    plan.layout.ledger.mkdir(parents=True)
+    (plan.layout.ledger / "done.json").write_text(json.dumps(["timing latency"]))
     collected = {"rows": {r.key: {"search": {"summary": None}} for r in ROWS}}
     table = {row[0]: row[1:] for row in report.compute(plan, collected, times)}
     assert table["SuperNet training"] == ["1.50", "?", "?", f"reused: {supernet}"]
+    assert table["timing latency"] == ["not recorded", "?", "?", "done"]  # an earlier machine's
+    assert table["timing throughput"] == ["pending", "?", "pending", ""]
     assert table["latency dataset"] == ["not recorded", "?", "?", "reused"]
     assert table["dense latency"] == ["0.50", "2", "1.00", ""]
     assert table["train dense-s1"] == ["pending", "1", "pending", ""]

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from common import machine_markdown, markdown_table
+from staged import ledger
 from staged.records import last_metrics, read_json, training_record
 from staged.report import (
     PENDING,
@@ -103,11 +104,13 @@ def table(collected: dict[str, Any]) -> str:
 def compute(plan: Plan, collected: dict[str, Any], times: StageTimes) -> list[list[str]]:
     """Wall and CPU hours per stage (CPU = wall x threads), and their total."""
     rows: list[tuple[str, float | None, int | None, str]] = []
+    finished = ledger.recorded(plan.layout.ledger)
 
     def stage(name: str, note: str = "") -> None:
         entry = times.data.get(name)
         if entry is None:
-            rows.append((name, None, None, note))
+            # Done before stage times were kept: its hours are unknown, not still to come.
+            rows.append((name, None, None, note or ("done" if name in finished else "")))
         else:
             rows.append((name, entry["seconds"], entry["threads"], note))
 
@@ -160,7 +163,7 @@ def compute(plan: Plan, collected: dict[str, Any], times: StageTimes) -> list[li
     out = []
     total = 0.0
     for name, seconds, threads, note in rows:
-        if seconds is None and note.startswith("reused"):
+        if seconds is None and note.startswith(("reused", "done")):
             out.append([name, "not recorded", "?", "?", note])
             continue
         cpu = None if seconds is None or threads is None else seconds * threads
