@@ -315,6 +315,12 @@ def test_the_estimator_targets_wait_for_eight_architectures_and_say_why_a_gap_mi
     assert gap["met"] is False and gap["missed_by"] == pytest.approx(6.5)
     assert "below from-scratch BLEU for 6 of 8 architectures (mean -7.5)" in gap["why"]
     assert "SuperNet's 1500 updates are shared by every sub-network" in gap["why"]
+    assert "why" not in checks["SuperNet estimator Kendall tau"]
+    poor = {**scores, "complete": 8, "tau_bleu": 0.14, "tau_loss": 0.71}
+    checks = {t["target"]: t for t in results.targets(rows, {"bleu": None}, 2, poor)}
+    tau = checks["SuperNet estimator Kendall tau"]
+    assert tau["met"] is False and "validation loss, the score the searches compare" in tau["why"]
+    assert "give tau 0.71, which meets the target" in tau["text"]
 
 
 def test_a_missed_cost_target_says_what_the_search_bounded() -> None:

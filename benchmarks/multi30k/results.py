@@ -363,7 +363,16 @@ def _estimator_targets(estimator: dict[str, Any]) -> list[dict]:
                 text=f"{check['target']}: {check['value']:.3g} on {complete} architectures: "
                 f"pending until {needed} have both scores",
             )
-    gap = checks[1]
+    tau, gap = checks
+    if tau["met"] is False and estimator.get("tau_loss") is not None:
+        by_loss = estimator["tau_loss"]
+        verdict = "meets" if by_loss >= ESTIMATOR_TAU else "misses"
+        tau["why"] = (
+            "this ranks by inherited BLEU; ranked by inherited validation loss, the score the "
+            f"searches compare, the same architectures give tau {by_loss:.2f}, which {verdict} "
+            "the target"
+        )
+        tau["text"] += f". Why: {tau['why']}"
     if gap["met"] is False and "supernet_steps" in estimator:
         gap["why"] = (
             f"inherited BLEU is below from-scratch BLEU for {estimator['inherited_below']} of "

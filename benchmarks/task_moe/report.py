@@ -112,8 +112,26 @@ def deployment_table(plan: Plan, collected: dict[str, Any]) -> str:
     return markdown_table(header, rows)
 
 
-def _verdict(met: bool | None, text: str) -> dict[str, Any]:
-    return {"met": met, "text": text}
+def _verdict(met: bool | None, text: str, by: str = "", why: str = "") -> dict[str, Any]:
+    """`by`: how far a missed target is off; `why`: what the figures say caused it."""
+    return {
+        "met": met,
+        "text": text,
+        "by": by if met is False else "",
+        "why": why if met is False else "",
+    }
+
+
+def _token_overhead_why(collected: dict[str, Any], sizes: list[int]) -> str:
+    """Why task-MoE's lead over token-MoE shrinks with the batch, from token-MoE's own speed."""
+    token = [(b, _speed(collected, "token", b)) for b in sizes]
+    shown = ", ".join(f"{s['vs_dense']:.2f}x at {b}" for b, s in token if s is not None)
+    return (
+        f"token-MoE itself runs at {shown} the dense model's throughput: its routing work "
+        "(the router, sorting tokens to experts, one smaller product per expert) is paid per "
+        "decoding step and a larger batch shares it, so a task-MoE at the dense model's speed "
+        "leads it less as the batch grows"
+    )
 
 
 def targets(plan: Plan, collected: dict[str, Any]) -> list[dict[str, Any]]:
@@ -136,6 +154,7 @@ def targets(plan: Plan, collected: dict[str, Any]) -> list[dict[str, Any]]:
             _verdict(
                 gap >= -BLEU_GAP,
                 f"task-MoE mean BLEU within {BLEU_GAP} of token-MoE's: {gap:+.2f}",
+                by=f"{-gap - BLEU_GAP:.2f} BLEU",
             )
         )
     else:
@@ -147,6 +166,7 @@ def targets(plan: Plan, collected: dict[str, Any]) -> list[dict[str, Any]]:
                 gain > spread,
                 f"task-MoE beats dense by more than the seed spread: {gain:+.2f} BLEU against "
                 f"a spread of {spread:.2f}",
+                by=f"{spread - gain:.2f} BLEU",
             )
         )
     else:
@@ -161,6 +181,7 @@ def targets(plan: Plan, collected: dict[str, Any]) -> list[dict[str, Any]]:
                 worst <= base,
                 f"task-MoE deploys at the dense model's size: {worst:,} parameters per pair "
                 f"at most, dense {base:,}",
+                by=f"{worst - base:,} parameters",
             )
         )
     else:
@@ -174,6 +195,7 @@ def targets(plan: Plan, collected: dict[str, Any]) -> list[dict[str, Any]]:
                 f"task-MoE throughput >= {DENSE_SPEED}x dense at batch {size}: "
                 + fmt(vs_dense)
                 + ("" if vs_dense is None else "x"),
+                by="" if vs_dense is None else f"{DENSE_SPEED - vs_dense:.2f}x",
             )
         )
         if size in TOKEN_SPEED_BATCHES:
@@ -184,6 +206,8 @@ def targets(plan: Plan, collected: dict[str, Any]) -> list[dict[str, Any]]:
                     f"task-MoE throughput >= {TOKEN_SPEED}x token-MoE at batch {size}: "
                     + fmt(vs_token)
                     + ("" if vs_token is None else "x"),
+                    by="" if vs_token is None else f"{TOKEN_SPEED - vs_token:.2f}x",
+                    why=_token_overhead_why(collected, plan.sizes.batch_sizes),
                 )
             )
     return out
@@ -191,7 +215,11 @@ def targets(plan: Plan, collected: dict[str, Any]) -> list[dict[str, Any]]:
 
 def targets_md(found: list[dict[str, Any]]) -> str:
     mark = {True: "met", False: "**MISSED**", None: "pending"}
-    return "\n".join(f"- {t['text']} ({mark[t['met']]})" for t in found)
+    lines = []
+    for t in found:
+        verdict = mark[t["met"]] + (f" by {t['by']}" if t.get("by") else "")
+        lines.append(f"- {t['text']} ({verdict})" + (f". Why: {t['why']}" if t.get("why") else ""))
+    return "\n".join(lines)
 
 
 def search_md(collected: dict[str, Any], figure: str | None) -> str:
@@ -278,10 +306,19 @@ def intro(plan: Plan, collected: dict[str, Any], quick: bool, pending: int) -> s
         "each batch size, every sentence forced to its source length times the references' "
         "target/source token ratio (the work trained models do on these references, whatever "
         "the weights), every model interleaved in one run, median over quiet rounds, 'x dense' "
-        "the median per-round ratio. Peak RSS: `python -m automoe.translate` of "
-        f"{s.memory_sentences} sentences, whole process; untrained outputs run to the length "
-        "limit, so it bounds a trained model's from above."
+        f"the median per-round ratio{_timed_on(collected)}. Peak RSS: `python -m "
+        f"automoe.translate` of {s.memory_sentences} sentences, whole process; untrained "
+        "outputs run to the length limit, so it bounds a trained model's from above."
     )
+
+
+def _timed_on(collected: dict[str, Any]) -> str:
+    """The machine of the throughput run, which may not be the one writing the report."""
+    record = collected["throughput"]
+    if record is None:
+        return ""
+    machine, threads = record["machine"], record["settings"]["threads"]
+    return f" (timed on {machine['cpu_model']}, {threads} thread(s), {machine['date'][:10]})"
 
 
 def write(
