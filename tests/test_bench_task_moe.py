@@ -288,6 +288,12 @@ def test_targets_say_met_missed_by_how_much_or_pending(tmp_path: Path) -> None:
     lag = next(t for t in behind if t["text"].startswith("task-MoE throughput >= 1.2x"))
     line = report.targets_md([lag])
     assert "(**MISSED** by 0.10x). Why: token-MoE itself runs at 1.00x at 1, 0.90x at 4" in line
+    collected["rows"]["task"]["mean_bleu"] = stats(28.5)  # one seed of two scored
+    early = {t["text"].split(":")[0]: t for t in report.targets(plan, collected)}
+    beat = early["task-MoE beats dense by more than the seed spread"]
+    assert beat["met"] is None and "+2.30 BLEU so far (1 of 2 seeds scored)" in beat["text"]
+    close = early["task-MoE mean BLEU within 0.5 of token-MoE's"]
+    assert close["met"] is None and "+0.40 so far (1 of 2 seeds scored)" in close["text"]
     pending = report.targets(plan, {"rows": {r: _empty() for r in ROWS}, "throughput": None})
     assert all(t["met"] is None for t in pending)
 
