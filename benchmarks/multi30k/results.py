@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from scipy.stats import kendalltau
-from staged.records import read_json, seed_stats, stage_cpus, training_on
+from staged.records import read_json, seed_stats, seeds_scored, stage_cpus, training_on
 
 from automoe.cost import count_params
 from automoe.runs import RUN_FILE, read_run_file
@@ -263,11 +263,6 @@ def _mean(row: dict[str, Any], figure: str = "bleu") -> float | None:
     return None if row[figure] is None else row[figure]["mean"]
 
 
-def _seeds_done(*rows: dict[str, Any]) -> int:
-    """Seeds scored in every one of `rows`."""
-    return min(len(row["bleu"]["values"]) for row in rows)
-
-
 def targets(
     rows: dict[str, dict[str, Any]],
     largest: dict[str, Any],
@@ -290,8 +285,8 @@ def targets(
     if auto["costs"] and dense["costs"]:
         flops = auto["costs"]["flops"] / dense["costs"]["flops"]
     below = _check("AutoMoE@1/2 BLEU below dense", gap, BLEU_TARGET_GAP, False, " BLEU")
-    if gap is not None and _seeds_done(auto, dense) < seeds:
-        done = _seeds_done(auto, dense)
+    if gap is not None and seeds_scored(auto["bleu"], dense["bleu"]) < seeds:
+        done = seeds_scored(auto["bleu"], dense["bleu"])
         below["text"] += f" (provisional: {done} of {seeds} seeds)"
     tuned = (auto.get("finetuned") or {}).get("bleu")
     if below["met"] is False and tuned is not None:
@@ -322,7 +317,7 @@ def targets(
         name = f"AutoMoE@1/2 BLEU above {rows[other]['label']}"
         check = _check(name, margin, 0.0, True, " BLEU")
         if margin is not None:
-            done, needed = _seeds_done(auto, rows[other]), min(seeds, 2)
+            done, needed = seeds_scored(auto["bleu"], rows[other]["bleu"]), min(seeds, 2)
             if done < needed:
                 check.update(
                     met=None,

@@ -27,6 +27,12 @@ def seed_stats(values: list[float]) -> dict[str, Any] | None:
     }
 
 
+def seeds_scored(*stats: dict[str, Any]) -> int:
+    """Seeds scored in every one of `stats` (`seed_stats` results): a comparison of means is
+    judged only once each side has all its seeds, since one seed has no spread."""
+    return min(len(s["values"]) for s in stats)
+
+
 def training_record(run: Path) -> dict[str, Any] | None:
     """Updates, training seconds and (estimated) target tokens of a finished training: one
     whose metrics reached its planned updates (its model may be on another machine:

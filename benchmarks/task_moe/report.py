@@ -9,7 +9,7 @@ import statistics
 from typing import Any
 
 from common import machine_markdown, markdown_table
-from staged.records import last_metrics
+from staged.records import last_metrics, seeds_scored
 from staged.report import (
     PENDING,
     fmt,
@@ -123,9 +123,8 @@ def _verdict(met: bool | None, text: str, by: str = "", why: str = "") -> dict[s
 
 
 def _seeds_scored(planned: int, *stats: dict[str, Any]) -> str:
-    """Empty once every planned seed of each row is scored, else how far it has got: a BLEU
-    comparison is judged on the mean over all seeds, and one seed has no spread to beat."""
-    scored = min(len(s["values"]) for s in stats)
+    """Empty once every planned seed of each row is scored, else how far it has got."""
+    scored = seeds_scored(*stats)
     return "" if scored >= planned else f" so far ({scored} of {planned} seeds scored)"
 
 
